@@ -1,0 +1,327 @@
+"""The uwsgi protocol, pure part: request vars, the packet, and reply heads.
+
+No sockets and no gevent here, so every rule is tested with plain bytes.
+
+* `UwsgiParams` compiles a location's `uwsgi_param` table once.
+* `build_vars` turns a request's fields into the vars nginx sends with
+  `include uwsgi_params`, in that file's order, then the client's headers
+  as `HTTP_*`.
+* `encode_packet` frames them: `u8 modifier1 | u16le datasize | u8 modifier2`,
+  then `u16le len, key, u16le len, value` per var (uWSGI's protocol doc).
+* `parse_reply_head` reads the head uWSGI answers with: an HTTP status line,
+  or CGI-style headers with an optional `Status:`.
+
+Errors are `workers.errors.HttpError`s: the status the client should get,
+and the reason for the log.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from workers.document_uri import document_uri
+from workers.errors import HttpError, UpstreamError
+
+# The datasize field is a u16: nginx refuses a bigger vars block ("uwsgi
+# request is too big") rather than truncating it, and so do we.
+MAX_VARS_SIZE = 0xFFFF
+
+_pack_u16 = struct.Struct("<H").pack
+_pack_header = struct.Struct("<BHB").pack
+
+# nginx's uwsgi_params, in the file's order (HTTPS is sent only when not empty).
+STANDARD_VARS = (
+    b"QUERY_STRING", b"REQUEST_METHOD", b"CONTENT_TYPE", b"CONTENT_LENGTH",
+    b"REQUEST_URI", b"PATH_INFO", b"DOCUMENT_ROOT", b"SERVER_PROTOCOL",
+    b"REQUEST_SCHEME", b"HTTPS", b"REMOTE_ADDR", b"REMOTE_PORT", b"SERVER_PORT",
+    b"SERVER_NAME",
+)  # fmt: skip
+_STANDARD = frozenset(STANDARD_VARS)
+_PROTOCOLS = {"1.1": b"HTTP/1.1", "1.0": b"HTTP/1.0"}
+
+
+class VarsTooBig(HttpError):
+    """The vars block does not fit the protocol's u16 datasize: never truncated.
+
+    nginx logs "uwsgi request is too big" and answers 500. The block is made
+    mostly of the client's headers, so we answer 431 (RFC 6585 §5), which the
+    client can act on: a deliberate choice, documented in the example config.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__(
+            431,
+            f"uwsgi request is too big: the vars block is {size} bytes, the uwsgi "
+            f"protocol allows at most {MAX_VARS_SIZE} (the client's headers, or uwsgi_param)",
+        )
+        self.size = size
+
+
+class BadReply(UpstreamError):
+    """uWSGI answered something that is neither an HTTP nor a CGI-style head: 502."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(502, reason)
+
+
+class UwsgiParams:
+    """A location's `uwsgi_param` table, compiled once per config.
+
+    * A standard var (SERVER_NAME, ...) gets the configured value in place.
+    * Any other name is sent after the standard vars, in config order.
+    * `HTTP_<NAME>` replaces the client's header of that name (nginx skips
+      client headers whose var a `uwsgi_param` sets).
+    * An empty value removes the var: the standard one, the client header,
+      or the param itself.
+    """
+
+    __slots__ = ("standard", "extra", "header_vars")
+
+    def __init__(self, params: Iterable[tuple[bytes, bytes]] = ()) -> None:
+        self.standard: dict[bytes, bytes] = {}
+        self.extra: list[tuple[bytes, bytes]] = []
+        header_vars = set()
+        for name, value in params:
+            if name.startswith(b"HTTP_"):
+                header_vars.add(name)
+            if name in _STANDARD:
+                self.standard[name] = value
+            else:
+                self.extra = [pair for pair in self.extra if pair[0] != name]
+                if value:
+                    self.extra.append((name, value))
+        self.header_vars = frozenset(header_vars)
+
+
+NO_PARAMS = UwsgiParams()
+
+
+def _header_var(name: bytes) -> bytes | None:
+    """`X-Forwarded-For` -> `HTTP_X_FORWARDED_FOR`, or None for a name nginx ignores.
+
+    nginx's `ignore_invalid_headers` (on) drops names with anything but
+    letters, digits and '-', underscores included (`underscores_in_headers
+    off`): otherwise `X_Foo` and `X-Foo` would both become `HTTP_X_FOO`.
+    """
+    if not name.replace(b"-", b"").isalnum():
+        return None
+    return b"HTTP_" + name.upper().replace(b"-", b"_")
+
+
+def request_uri(target: bytes) -> bytes:
+    """nginx's `$request_uri`: the target as received, minus an absolute form's scheme and host."""
+    if target.startswith(b"/"):
+        return target
+    scheme_end = target.find(b"://")
+    if scheme_end < 0:
+        return target  # "*" and other forms: passed as they are
+    path_start = target.find(b"/", scheme_end + 3)
+    return target[path_start:] if path_start >= 0 else b"/"
+
+
+def build_vars(
+    *,
+    method: bytes,
+    target: bytes,
+    path: bytes,
+    query: bytes,
+    version: str,
+    headers: Sequence[tuple[bytes, bytes]],
+    remote_addr: bytes,
+    remote_port: bytes,
+    server_port: bytes,
+    server_name: bytes,
+    content_length: int | None,
+    scheme: bytes = b"http",
+    https: bool = False,
+    params: UwsgiParams = NO_PARAMS,
+) -> list[tuple[bytes, bytes]]:
+    """The vars of one request, in nginx's `uwsgi_params` order, then `HTTP_*`.
+
+    `version` is the protocol version as received ("1.1"); `headers` are the
+    client's (name, value) pairs in order; `content_length` is the length of
+    the body that will follow the packet (the de-chunked length for a
+    chunked body, None for no body). Raises `BadRequestPath` (400) when the
+    path cannot be decoded as nginx's `$document_uri`.
+    """
+    if b"#" in path:  # nginx keeps a fragment in REQUEST_URI only
+        path, query = path.partition(b"#")[0], b""
+    elif b"#" in query:
+        query = query.partition(b"#")[0]
+    content_type = b""
+    for name, value in headers:
+        if len(name) == 12 and name.lower() == b"content-type":
+            content_type = value
+            break
+    standard = (
+        (b"QUERY_STRING", query),
+        (b"REQUEST_METHOD", method),
+        (b"CONTENT_TYPE", content_type),
+        # nginx's $content_length: empty without a body, the decoded length
+        # once a chunked body has been read whole.
+        (b"CONTENT_LENGTH", b"" if content_length is None else b"%d" % content_length),
+        (b"REQUEST_URI", request_uri(target)),
+        (b"PATH_INFO", document_uri(path)),
+        # No `root` here: nginx would send its compiled-in html directory.
+        (b"DOCUMENT_ROOT", b""),
+        (b"SERVER_PROTOCOL", _PROTOCOLS.get(version) or b"HTTP/" + version.encode("ascii")),
+        (b"REQUEST_SCHEME", scheme),
+        (b"HTTPS", b"on" if https else b""),
+        (b"REMOTE_ADDR", remote_addr),
+        (b"REMOTE_PORT", remote_port),
+        (b"SERVER_PORT", server_port),
+        (b"SERVER_NAME", server_name),
+    )
+    overrides = params.standard
+    result: list[tuple[bytes, bytes]] = []
+    for name, value in standard:
+        if overrides and name in overrides:
+            value = overrides[name]
+            if not value:
+                continue  # an empty uwsgi_param removes the var
+        elif name == b"HTTPS" and not value:
+            continue  # uwsgi_params: `HTTPS $https if_not_empty`
+        result.append((name, value))
+    result.extend(params.extra)
+
+    # Client headers. nginx >= 1.23 joins repeats into one var: "; " for
+    # Cookie (RFC 6265 §5.4), ", " for the rest (RFC 9110 §5.3).
+    skip = params.header_vars
+    joined: dict[bytes, bytes] = {}
+    for name, value in headers:
+        var = _header_var(name)
+        if var is None or var in skip:
+            continue
+        previous = joined.get(var)
+        if previous is None:
+            joined[var] = value
+        else:
+            joined[var] = previous + (b"; " if var == b"HTTP_COOKIE" else b", ") + value
+    result.extend(joined.items())
+    return result
+
+
+def encode_vars(variables: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """The vars block: `u16le len, key, u16le len, value` per var. Raises `VarsTooBig`."""
+    parts = []
+    append = parts.append
+    try:
+        for key, value in variables:
+            append(_pack_u16(len(key)))
+            append(key)
+            append(_pack_u16(len(value)))
+            append(value)
+    except struct.error:
+        # A key or value longer than its u16 length field can say.
+        raise VarsTooBig(sum(4 + len(key) + len(value) for key, value in variables)) from None
+    block = b"".join(parts)
+    if len(block) > MAX_VARS_SIZE:
+        raise VarsTooBig(len(block))
+    return block
+
+
+def encode_packet(
+    variables: Sequence[tuple[bytes, bytes]], modifier1: int = 0, modifier2: int = 0
+) -> bytes:
+    """The whole uwsgi request head: the 4-byte header, then the vars block."""
+    block = encode_vars(variables)
+    return _pack_header(modifier1, len(block), modifier2) + block
+
+
+# --- replies ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyHead:
+    """A reply head as an HTTP/1.1 client should see it."""
+
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    # The version on uWSGI's status line, or None for a CGI-style head.
+    version: bytes | None = None
+
+    def to_http(self) -> bytes:
+        """The head rendered as `HTTP/1.x status reason` + headers + blank line."""
+        lines = [b"HTTP/%s %d %s" % (self.version or b"1.1", self.status, self.reason)]
+        lines.extend(name + b": " + value for name, value in self.headers)
+        lines.append(b"\r\n")
+        return b"\r\n".join(lines)
+
+
+def find_head_end(buffer: bytes | bytearray) -> int:
+    """The offset just past the blank line that ends a reply head, or -1.
+
+    nginx accepts bare LF line ends from upstreams; so do we.
+    """
+    crlf = buffer.find(b"\r\n\r\n")
+    lf = buffer.find(b"\n\n")
+    if lf >= 0 and (crlf < 0 or lf < crlf):
+        return lf + 2
+    return crlf + 4 if crlf >= 0 else -1
+
+
+def parse_reply_head(head: bytes) -> ReplyHead:
+    """Parse a reply head (up to and including its blank line).
+
+    A first line `HTTP/x.y NNN reason` is a status line. Anything else is a
+    CGI-style head, as nginx's uwsgi module reads it: the status comes from
+    `Status: 404 Not Found` (the header itself is not passed on), else 302
+    when `Location` is present, else 200. Raises `BadReply` (502).
+    """
+    lines = head.rstrip(b"\r\n").split(b"\n")
+    first = lines[0].rstrip(b"\r")
+    version: bytes | None = None
+    if first.startswith(b"HTTP/"):
+        version, status, reason = _parse_status_line(first)
+        header_lines = lines[1:]
+    else:
+        status, reason = 0, b""
+        header_lines = lines
+    headers: list[tuple[bytes, bytes]] = []
+    for raw in header_lines:
+        line = raw.rstrip(b"\r")
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip():
+            raise BadReply(f"uwsgi reply has a malformed header line {line[:100]!r}")
+        value = value.strip(b" \t")
+        if len(name) == 6 and name.lower() == b"status":
+            # A status line wins over a Status header, which is not passed on.
+            if version is None:
+                status, reason = _parse_cgi_status(value)
+            continue
+        headers.append((name, value))
+    if version is None and not status:
+        has_location = any(name.lower() == b"location" for name, _ in headers)
+        status = 302 if has_location else 200
+    if not reason:
+        reason = _reason(status)
+    return ReplyHead(status, reason, headers, version)
+
+
+def _parse_status_line(line: bytes) -> tuple[bytes, int, bytes]:
+    protocol, _, rest = line.partition(b" ")
+    code, _, reason = rest.partition(b" ")
+    version = protocol[5:]
+    if len(version) != 3 or version[1:2] != b"." or not (version[:1] + version[2:]).isdigit():
+        raise BadReply(f"uwsgi reply has a malformed status line {line[:100]!r}")
+    if len(code) != 3 or not code.isdigit() or int(code) < 100:
+        raise BadReply(f"uwsgi reply has a malformed status line {line[:100]!r}")
+    return version, int(code), reason.strip()
+
+
+def _parse_cgi_status(value: bytes) -> tuple[int, bytes]:
+    code, _, reason = value.partition(b" ")
+    if len(code) != 3 or not code.isdigit() or int(code) < 100:
+        raise BadReply(f"uwsgi reply has a malformed Status header {value[:100]!r}")
+    return int(code), reason.strip()
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
