@@ -1,5 +1,78 @@
-"""Command line entry point (placeholder until the foundation lands)."""
+"""Command line: run the master, check a config (-t), signal a master (-s), demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from prefork_proxy import logs
+from prefork_proxy.config import ConfigError, load_config
+from prefork_proxy.pidfile import read_pid
+
+DEFAULT_CONFIG = "/etc/prefork-proxy.toml"
+# `-s` names, as nginx's: reload, stop (fast), quit (graceful), reopen (logs).
+SIGNAL_NAMES = {"reload": signal.SIGHUP, "stop": signal.SIGTERM, "quit": signal.SIGQUIT,
+                "reopen": signal.SIGUSR1}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="prefork-proxy", description=__doc__)
+    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (TOML)")
+    parser.add_argument("-t", "--test", action="store_true", help="check the config and exit")
+    parser.add_argument("-s", "--signal", choices=sorted(SIGNAL_NAMES),
+                        help="send a signal to the master named in the pidfile")
+    parser.add_argument("command", nargs="?", choices=["demo"],
+                        help="demo: start the bundled demo upstreams and the proxy")
+    args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        from prefork_proxy.demo import run_demo
+
+        return run_demo()
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"prefork-proxy: {exc}", file=sys.stderr)
+        return 1
+    if args.test:
+        print(f"prefork-proxy: {args.config}: configuration is valid")
+        return 0
+    if args.signal:
+        return send_signal(config.pidfile, args.signal)
+    return run_master(config)
+
+
+def send_signal(pidfile: str | None, name: str) -> int:
+    if not pidfile:
+        print("prefork-proxy: -s needs a pidfile in the config", file=sys.stderr)
+        return 1
+    pid = read_pid(pidfile)
+    if pid is None:
+        print(f"prefork-proxy: {pidfile}: no running master (cannot read a pid)",
+              file=sys.stderr)
+        return 1
+    try:
+        os.kill(pid, SIGNAL_NAMES[name])
+    except ProcessLookupError:
+        print(f"prefork-proxy: {pidfile}: process {pid} is not running", file=sys.stderr)
+        return 1
     return 0
+
+
+def run_master(config) -> int:  # noqa: ANN001
+    from setproctitle import setproctitle
+
+    from prefork_proxy import listeners
+    from prefork_proxy.master import Master
+
+    logs.setup(config.error_log)
+    setproctitle(f"prefork-proxy: master -c {config.path}")
+    master = Master(config)
+    try:
+        master.bind(listeners.inherited_sockets())
+    except listeners.ListenError as exc:
+        print(f"prefork-proxy: {exc}", file=sys.stderr)
+        return 1
+    return master.run()

@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks: prefork-proxy against nginx and Python peers (`python -m bench`)."""

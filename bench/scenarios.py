@@ -1,0 +1,132 @@
+"""The throughput scenarios: what load each one sends, through which route, and its unit.
+
+HTTP scenarios use wrk (`--latency` gives p50/p90/p99); WebSocket scenarios use
+bench/ws_load.py. A scenario measures one proxy for one run and returns its
+number; a route the proxy does not serve raises NotApplicable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import procs, wrk
+from bench.proxies import Proxy
+from bench.results import Latency
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class NotApplicable(Exception):
+    """The proxy has no such feature (no uwsgi, no WebSocket, no reload)."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    value: float
+    latency: Latency | None = None
+    command: str = ""
+    failed: int = 0     # requests that got a non-2xx/3xx answer or a socket error
+    requests: int = 0
+
+
+@dataclass(frozen=True)
+class WrkScenario:
+    key: str
+    title: str
+    unit: str
+    route: str                         # "http" or "uwsgi": an Endpoints field
+    path: str
+    threads: int
+    connections: int
+    headers: tuple[str, ...] = ()
+    script: Path | None = None
+    mib_per_request: float | None = None  # set: report MiB/s instead of requests/s
+
+    def url(self, proxy: Proxy) -> str:
+        base = getattr(proxy.endpoints, self.route)
+        if base is None:
+            raise NotApplicable(f"no {self.route} route")
+        return base.rstrip("/") + self.path if self.path else base
+
+    def measure(self, proxy: Proxy, seconds: float, log_dir: Path) -> Measurement:
+        result = wrk.run(self.url(proxy), seconds, self.threads, self.connections, log_dir,
+                         self.headers, self.script)
+        if result.requests == 0:
+            raise RuntimeError(f"no request completed ({result.failed} failed)")
+        value = result.requests_per_second
+        if self.mib_per_request is not None:
+            value *= self.mib_per_request
+        latency = [result.p50_ms, result.p90_ms, result.p99_ms]
+        return Measurement(value, latency, result.command, result.failed, result.requests)
+
+
+@dataclass(frozen=True)
+class WsScenario:
+    key: str
+    title: str
+    unit: str
+    mode: str           # ws_load mode: "bulk" or "echo"
+    field: str          # the JSON field that holds the figure
+    tunnels: int = 1
+
+    def measure(self, proxy: Proxy, seconds: float, log_dir: Path) -> Measurement:
+        if proxy.endpoints.ws is None:
+            raise NotApplicable("no WebSocket tunnelling")
+        argv = ws_load_command(self.mode, proxy.endpoints.ws, seconds, self.tunnels)
+        result = run_ws_load(argv, log_dir, timeout=seconds + 60)
+        return Measurement(result[self.field], None, " ".join(argv[1:]))
+
+
+def ws_load_command(mode: str, url: str, seconds: float, tunnels: int) -> list[str]:
+    return [sys.executable, "-m", "bench.ws_load", mode, url,
+            "--seconds", str(seconds), "--tunnels", str(tunnels)]
+
+
+def read_json_line(process: procs.Process) -> dict | None:
+    for line in reversed(process.log_path.read_text(errors="replace").splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    return None
+
+
+def run_ws_load(argv: list[str], log_dir: Path, timeout: float) -> dict:
+    process = procs.start(f"ws-load-{argv[3]}-{time.monotonic_ns()}", argv, log_dir, cwd=REPO)
+    deadline = time.monotonic() + timeout
+    while process.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.stop()
+    result = read_json_line(process)
+    if result is None or "error" in result:
+        raise RuntimeError(f"ws_load failed: {result or process.log_tail()}")
+    return result
+
+
+UPLOAD_MIB = 10
+
+WRK_SCENARIOS = [
+    WrkScenario("small_get_keepalive", "Small GET, keep-alive", "requests/s", "http", "/",
+                threads=2, connections=64),
+    WrkScenario("small_get_close", "Small GET, new connection per request", "requests/s", "http",
+                "/", threads=2, connections=32, headers=("Connection: close",)),
+    WrkScenario("response_1mib", "1 MiB response", "MiB/s", "http", "/1m",
+                threads=2, connections=16, mib_per_request=1.0),
+    WrkScenario("upload_10mib", "10 MiB upload (PUT)", "MiB/s", "http", "/upload/body",
+                threads=2, connections=4, script=wrk.UPLOAD_SCRIPT,
+                mib_per_request=UPLOAD_MIB),
+    WrkScenario("uwsgi_hello", "uwsgi hello world (uWSGI, 2 processes)", "requests/s", "uwsgi",
+                "", threads=2, connections=32),
+]
+
+WS_SCENARIOS = [
+    WsScenario("ws_bulk", "WebSocket bulk, one tunnel", "MB/s", "bulk", "mb_per_s"),
+    WsScenario("ws_echo_100", "WebSocket echo, 100 tunnels", "round trips/s", "echo",
+               "round_trips_per_s", tunnels=100),
+]
+
+# Scaling: the keep-alive small GET again, on a lineup started with one worker.
+SCALING = WrkScenario("small_get_keepalive_1w", "Small GET, keep-alive, 1 worker", "requests/s",
+                      "http", "/", threads=2, connections=64)

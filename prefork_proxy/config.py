@@ -1,0 +1,380 @@
+"""The configuration: TOML -> frozen dataclasses.
+
+Every setting is declared once, as a dataclass field whose metadata carries its
+parser; defaults follow nginx unless a comment says why not. Every error names
+the file and the key path ("proxy.toml: server[0].location[1].proxy_pass: ..."),
+and unknown keys are errors, so a typo never passes silently.
+`etc/prefork-proxy.toml` documents each setting.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from prefork_proxy.values import Address, parse_address, parse_duration, parse_size
+
+
+class ConfigError(Exception):
+    """A config problem, rendered as `FILE: key.path: message`."""
+
+    def __init__(self, file: str, key: str, message: str) -> None:
+        super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
+        self.file, self.key, self.message = file, key, message
+
+
+def _setting(default: Any, parse: Any = None, **kw: Any) -> Any:
+    return field(default=default, metadata={"parse": parse}, **kw)
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{value!r} is not a whole number >= 0")
+    return value
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{value!r} is not true or false")
+    return value
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    return value
+
+
+def _optional_text(value: object) -> str | None:
+    return _text(value) or None
+
+
+def _worker_count(value: object) -> int:
+    if value == "auto":
+        # The cores this process may run on, which cgroups/taskset can narrow.
+        return len(os.sched_getaffinity(0))
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 512:
+        raise ValueError(f"{value!r} is not \"auto\" or a number of workers from 1 to 512")
+    return value
+
+
+def _byte_table(value: object) -> tuple[tuple[bytes, bytes], ...]:
+    if not isinstance(value, dict):
+        raise ValueError("must be a table, e.g. { SCRIPT_NAME = \"/app\" }")
+    pairs = []
+    for name, item in value.items():
+        if not isinstance(item, str | int):
+            raise ValueError(f"{name}: {item!r} is not a string")
+        pairs.append((name.encode("latin-1"), str(item).encode("latin-1")))
+    return tuple(pairs)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One server of an upstream: `"host:port weight=2 max_fails=1 fail_timeout=10s backup"`."""
+
+    address: Address
+    weight: int = 1
+    max_fails: int = 1
+    fail_timeout: float = 10.0
+    backup: bool = False
+
+
+def _parse_peer(text: object) -> Peer:
+    if not isinstance(text, str):
+        raise ValueError(f"{text!r} is not a string")
+    address_text, *options = text.split()
+    values: dict[str, Any] = {"address": parse_address(address_text)}
+    for option in options:
+        name, sep, raw = option.partition("=")
+        if name == "backup" and not sep:
+            values["backup"] = True
+        elif name in ("weight", "max_fails") and sep and raw.isdigit():
+            values[name] = int(raw)
+        elif name == "fail_timeout" and sep:
+            values[name] = parse_duration(raw)
+        else:
+            raise ValueError(f"{option!r} is not weight=N, max_fails=N, fail_timeout=T or backup")
+    if values.get("weight", 1) < 1:
+        raise ValueError("weight must be at least 1")
+    return Peer(**values)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A named pool of peers (`[upstream.NAME]`), or one made for a bare host:port."""
+
+    name: str
+    peers: tuple[Peer, ...] = ()
+    balance: str = _setting("round_robin")
+    # nginx 1.29.7 default: 32 idle connections kept per worker.
+    keepalive: int = _setting(32, _positive_int)
+    keepalive_requests: int = _setting(1000, _positive_int)
+    keepalive_timeout: float = _setting(60.0, parse_duration)
+
+
+BALANCE_METHODS = ("round_robin", "least_conn", "ip_hash")
+
+
+def _balance(value: object) -> str:
+    if value not in BALANCE_METHODS:
+        raise ValueError(f"{value!r} is not one of {', '.join(BALANCE_METHODS)}")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Location:
+    """A `[[server.location]]`: a path prefix and where its requests go."""
+
+    path: str = ""
+    upstream: Upstream | None = None
+    protocol: str = "http"  # "http" (proxy_pass) or "uwsgi" (uwsgi_pass)
+    # proxy_pass with a URI part: that part replaces the matched location path (nginx).
+    uri_prefix: bytes | None = None
+    # nginx's proxy_{connect,read,send}_timeout default to 60 s; each measures the
+    # time between two successive operations, not the whole transfer.
+    connect_timeout: float = _setting(60.0, parse_duration)
+    read_timeout: float = _setting(60.0, parse_duration)
+    send_timeout: float = _setting(60.0, parse_duration)
+    # Unlike nginx, upgrades need no config; `websocket = false` refuses them.
+    websocket: bool = _setting(True, _boolean)
+    # nginx's client_max_body_size default is 1m; "0" means unlimited.
+    client_max_body_size: int = _setting(1 << 20, parse_size)
+    uwsgi_param: tuple[tuple[bytes, bytes], ...] = _setting((), _byte_table)
+    uwsgi_modifier1: int = _setting(0, _positive_int)
+    uwsgi_modifier2: int = _setting(0, _positive_int)
+
+
+@dataclass(frozen=True)
+class Listen:
+    """One listening address of a server; `reuse_port` opts in to SO_REUSEPORT."""
+
+    address: Address
+    reuse_port: bool = False
+
+    @property
+    def key(self) -> str:
+        return str(self.address)
+
+
+@dataclass(frozen=True)
+class Server:
+    listen: tuple[Listen, ...]
+    locations: tuple[Location, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole file. `path` is where it came from, for messages and reloads."""
+
+    path: str = ""
+    workers: int = _setting(1, _worker_count)  # replaced by "auto" in load_config
+    graceful_timeout: float = _setting(30.0, parse_duration)
+    worker_timeout: float = _setting(30.0, parse_duration)
+    pidfile: str | None = _setting(None, _optional_text)
+    access_log: str = _setting("-", _text)
+    error_log: str = _setting("-", _text)
+    # nginx's default is 512 connections per worker.
+    worker_connections: int = _setting(512, _positive_int)
+    max_requests: int = _setting(0, _positive_int)
+    max_requests_jitter: int = _setting(0, _positive_int)
+    max_worker_rss: int = _setting(0, parse_size)
+    user: str | None = _setting(None, _optional_text)
+    group: str | None = _setting(None, _optional_text)
+    upstreams: dict[str, Upstream] = field(default_factory=dict)
+    servers: tuple[Server, ...] = ()
+
+    @property
+    def listens(self) -> dict[str, Listen]:
+        return {listen.key: listen for server in self.servers for listen in server.listen}
+
+
+class _Reader:
+    """Walks the TOML tree, remembering the file name for error messages."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(self.file, key, message)
+
+    def settings(self, cls: type, table: dict, key: str, skip: tuple[str, ...]) -> dict:
+        """Parse the plain settings of `cls` from `table`; complain of unknown keys."""
+        known = {f.name: f for f in fields(cls) if f.metadata.get("parse")}
+        values = {}
+        for name, raw in table.items():
+            where = f"{key}.{name}" if key else name
+            if name in skip:
+                continue
+            if name not in known:
+                raise self.error(where, "unknown setting")
+            try:
+                values[name] = known[name].metadata["parse"](raw)
+            except ValueError as exc:
+                raise self.error(where, str(exc)) from None
+        return values
+
+    def upstream(self, name: str, table: object) -> Upstream:
+        key = f"upstream.{name}"
+        if not isinstance(table, dict):
+            raise self.error(key, "must be a table")
+        values = self.settings(Upstream, table, key, skip=("servers", "balance"))
+        servers = table.get("servers")
+        if not isinstance(servers, list) or not servers:
+            raise self.error(f"{key}.servers", "must be a non-empty list of \"host:port\"")
+        peers = []
+        for index, text in enumerate(servers):
+            try:
+                peers.append(_parse_peer(text))
+            except ValueError as exc:
+                raise self.error(f"{key}.servers[{index}]", str(exc)) from None
+        if all(peer.backup for peer in peers):
+            raise self.error(f"{key}.servers", "needs at least one server that is not backup")
+        try:
+            balance = _balance(table.get("balance", "round_robin"))
+        except ValueError as exc:
+            raise self.error(f"{key}.balance", str(exc)) from None
+        return Upstream(name=name, peers=tuple(peers), balance=balance, **values)
+
+    def location(self, table: object, key: str, upstreams: dict[str, Upstream]) -> Location:
+        if not isinstance(table, dict):
+            raise self.error(key, "must be a table")
+        values = self.settings(
+            Location, table, key, skip=("path", "proxy_pass", "uwsgi_pass")
+        )
+        path = table.get("path")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise self.error(f"{key}.path", f"{path!r} is not a path prefix starting with /")
+        has_proxy, has_uwsgi = "proxy_pass" in table, "uwsgi_pass" in table
+        if has_proxy == has_uwsgi:
+            raise self.error(key, "needs exactly one of proxy_pass or uwsgi_pass")
+        target_key = "proxy_pass" if has_proxy else "uwsgi_pass"
+        try:
+            upstream, uri_prefix = _parse_target(table[target_key], target_key, upstreams)
+        except ValueError as exc:
+            raise self.error(f"{key}.{target_key}", str(exc)) from None
+        if not has_proxy and uri_prefix is not None:
+            raise self.error(f"{key}.uwsgi_pass", "a uwsgi_pass address takes no URI part")
+        return Location(
+            path=path,
+            upstream=upstream,
+            protocol="http" if has_proxy else "uwsgi",
+            uri_prefix=uri_prefix,
+            **values,
+        )
+
+    def server(self, table: object, key: str, upstreams: dict[str, Upstream]) -> Server:
+        if not isinstance(table, dict):
+            raise self.error(key, "must be a table")
+        for name in table:
+            if name not in ("listen", "location"):
+                raise self.error(f"{key}.{name}", "unknown setting")
+        listen_texts = table.get("listen")
+        if not isinstance(listen_texts, list) or not listen_texts:
+            raise self.error(f"{key}.listen", "must be a non-empty list of addresses")
+        listens = []
+        for index, text in enumerate(listen_texts):
+            where = f"{key}.listen[{index}]"
+            if not isinstance(text, str):
+                raise self.error(where, f"{text!r} is not a string")
+            address_text, *options = text.split()
+            try:
+                address = parse_address(address_text, default_host="0.0.0.0")
+            except ValueError as exc:
+                raise self.error(where, str(exc)) from None
+            for option in options:
+                if option not in ("reuse_port", "reuseport"):
+                    raise self.error(where, f"{option!r} is not a listen option (reuse_port)")
+            listens.append(Listen(address, reuse_port=bool(options)))
+        location_tables = table.get("location", [])
+        if not isinstance(location_tables, list) or not location_tables:
+            raise self.error(f"{key}.location", "needs at least one [[server.location]]")
+        locations = [
+            self.location(item, f"{key}.location[{index}]", upstreams)
+            for index, item in enumerate(location_tables)
+        ]
+        seen = set()
+        for index, location in enumerate(locations):
+            if location.path in seen:
+                raise self.error(f"{key}.location[{index}].path", f"{location.path!r} repeats")
+            seen.add(location.path)
+        return Server(tuple(listens), tuple(locations))
+
+
+def _parse_target(
+    text: object, key: str, upstreams: dict[str, Upstream]
+) -> tuple[Upstream, bytes | None]:
+    """proxy_pass/uwsgi_pass -> (upstream, URI prefix or None).
+
+    Accepts "host:port", "unix:/path", "http://host:port[/prefix]", "uwsgi://host:port"
+    and an upstream name in place of host:port.
+    """
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"{text!r} is not an address or upstream name")
+    rest = text
+    for scheme in ("http://", "uwsgi://"):
+        if text.startswith(scheme):
+            rest = text[len(scheme):]
+            break
+    else:
+        if "://" in text:
+            raise ValueError(f"{text!r}: only http:// (proxy_pass) or uwsgi:// is supported")
+    uri_prefix = None
+    if not rest.startswith("unix:") and "/" in rest:
+        rest, slash, tail = rest.partition("/")
+        uri_prefix = (slash + tail).encode("latin-1")
+    if rest in upstreams:
+        return upstreams[rest], uri_prefix
+    try:
+        address = parse_address(rest)
+    except ValueError:
+        raise ValueError(
+            f"{text!r}: no [upstream.{rest}] is defined, and {rest!r} is not host:port"
+        ) from None
+    return Upstream(name=str(address), peers=(Peer(address),)), uri_prefix
+
+
+def parse_config(data: dict, file: str) -> Config:
+    """Build a Config from an already-parsed TOML document."""
+    reader = _Reader(file)
+    top = reader.settings(Config, data, "", skip=("upstream", "server", "workers"))
+    try:
+        workers = _worker_count(data.get("workers", "auto"))
+    except ValueError as exc:
+        raise reader.error("workers", str(exc)) from None
+    upstream_tables = data.get("upstream", {})
+    if not isinstance(upstream_tables, dict):
+        raise reader.error("upstream", "must be a table of [upstream.NAME] tables")
+    upstreams = {name: reader.upstream(name, item) for name, item in upstream_tables.items()}
+    server_tables = data.get("server")
+    if not isinstance(server_tables, list) or not server_tables:
+        raise reader.error("server", "needs at least one [[server]] with a listen address")
+    servers = tuple(
+        reader.server(item, f"server[{index}]", upstreams)
+        for index, item in enumerate(server_tables)
+    )
+    owners: dict[str, int] = {}
+    for index, server in enumerate(servers):
+        for listen in server.listen:
+            if listen.key in owners:
+                other = owners[listen.key]
+                raise reader.error(
+                    f"server[{index}].listen", f"{listen.key} is already used by server[{other}]"
+                )
+            owners[listen.key] = index
+    return Config(path=os.path.abspath(file), workers=workers, upstreams=upstreams,
+                  servers=servers, **top)
+
+
+def load_config(path: str) -> Config:
+    """Read and check a config file; raises ConfigError naming the file and key."""
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(path, "", exc.strerror or str(exc)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    return parse_config(data, path)

@@ -1,0 +1,48 @@
+"""The error log (stderr or a file), reopenable on USR1 for logrotate."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+_FORMAT = "%(asctime)s [%(levelname)s] %(process)d %(name)s: %(message)s"
+
+
+class _ReopenableHandler(logging.StreamHandler):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(self._open())
+
+    def _open(self):  # noqa: ANN202
+        if self.path == "-":
+            return sys.stderr
+        return open(self.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+
+    def reopen(self) -> None:
+        self.acquire()
+        try:
+            old, self.stream = self.stream, self._open()
+            if old is not sys.stderr:
+                old.close()
+        finally:
+            self.release()
+
+
+_handler: _ReopenableHandler | None = None
+
+
+def setup(error_log: str) -> None:
+    """Send the error log to `error_log` ("-" = stderr)."""
+    global _handler
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    _handler = _ReopenableHandler(error_log)
+    _handler.setFormatter(logging.Formatter(_FORMAT, "%Y/%m/%d %H:%M:%S"))
+    root.addHandler(_handler)
+    root.setLevel(logging.INFO)
+
+
+def reopen() -> None:
+    if _handler is not None:
+        _handler.reopen()

@@ -1,0 +1,1 @@
+"""Helpers that start real processes (the proxy, upstreams) on ephemeral ports."""

@@ -1,0 +1,137 @@
+"""A real HTTP/1.1 upstream for the integration tests (run as a subprocess).
+
+    python tests/support/http_upstream.py PORT
+
+Every response is JSON unless a path asks otherwise:
+  /echo...          method, path, headers, body length and sha256, connection number
+  /bytes/N          N bytes with Content-Length, written in 64 KiB pieces
+  /chunked/N        N bytes, chunked
+  /slow/SECONDS     answers after a delay
+  /http10/N         an HTTP/1.0 response with no length (ends at close)
+  /status/CODE      an empty response with that status
+  /stats            {"connections": how many TCP connections were accepted}
+Request bodies may be Content-Length or chunked; they are read and hashed.
+"""
+
+import hashlib
+import http.server
+import json
+import socketserver
+import sys
+import threading
+import time
+
+CONNECTIONS = 0
+LOCK = threading.Lock()
+PIECE = b"x" * 65536
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def setup(self):
+        global CONNECTIONS
+        with LOCK:
+            CONNECTIONS += 1
+            self.connection_number = CONNECTIONS
+        super().setup()
+
+    def log_message(self, *args):
+        pass
+
+    def read_body(self):
+        digest, length = hashlib.sha256(), 0
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                remaining = size
+                while remaining:
+                    data = self.rfile.read(min(remaining, 1 << 20))
+                    digest.update(data)
+                    remaining -= len(data)
+                length += size
+                self.rfile.readline()
+        else:
+            remaining = int(self.headers.get("Content-Length") or 0)
+            while remaining:
+                data = self.rfile.read(min(remaining, 1 << 20))
+                if not data:
+                    break
+                digest.update(data)
+                length += len(data)
+                remaining -= len(data)
+        return length, digest.hexdigest()
+
+    def send_json(self, status, value):
+        body = json.dumps(value).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def handle_any(self):
+        length, sha = self.read_body()
+        parts = self.path.split("?")[0].strip("/").split("/")
+        kind = parts[0]
+        if kind == "bytes":
+            size = int(parts[1])
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            if self.command != "HEAD":
+                while size:
+                    piece = PIECE[:min(size, len(PIECE))]
+                    self.wfile.write(piece)
+                    size -= len(piece)
+            return
+        if kind == "chunked":
+            size = int(parts[1])
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            while size:
+                piece = PIECE[:min(size, 10000)]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                size -= len(piece)
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        if kind == "http10":
+            size = int(parts[1])
+            self.wfile.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"y" * size)
+            self.close_connection = True
+            return
+        if kind == "slow":
+            time.sleep(float(parts[1]))
+        if kind == "status":
+            self.send_response(int(parts[1]))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if kind == "stats":
+            self.send_json(200, {"connections": CONNECTIONS})
+            return
+        self.send_json(200, {
+            "method": self.command,
+            "path": self.path,
+            "headers": [[name, value] for name, value in self.headers.items()],
+            "body_length": length,
+            "body_sha256": sha,
+            "connection": self.connection_number,
+        })
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = handle_any
+
+
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+
+
+if __name__ == "__main__":
+    Server(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()

@@ -1,0 +1,131 @@
+"""One client connection: read requests in order, route, forward, keep alive.
+
+One greenlet per connection (gevent's StreamServer contract). Between requests
+the connection is idle and may be closed by a drain; once a request's first
+byte has arrived it is served to the end, with `Connection: close` if the
+worker is draining (DESIGN.md reload rule 4).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import gevent
+
+from workers import proxy_http
+from workers.errors import HttpError, error_page
+from workers.http1 import ClientClosed, RequestReader
+from workers.stats import stats
+
+log = logging.getLogger("worker")
+
+# nginx defaults: client_header_timeout 60s, client_body_timeout 60s,
+# keepalive_timeout 75s, send_timeout 60s.
+HEADER_TIMEOUT = 60.0
+BODY_TIMEOUT = 60.0
+KEEPALIVE_TIMEOUT = 75.0
+SEND_TIMEOUT = 60.0
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Drained(Exception):
+    """Thrown into an idle connection's greenlet when its worker drains."""
+
+
+class ClientConnection:
+    __slots__ = ("sock", "client_addr", "client_ip", "site", "reader", "status",
+                 "body_bytes", "response_started", "greenlet", "body_timeout")
+
+    def __init__(self, sock, address, site) -> None:  # noqa: ANN001
+        self.sock = sock
+        self.site = site  # the listener's Site: router, worker state, access log
+        if isinstance(address, tuple):
+            self.client_addr = address[0]
+        else:
+            self.client_addr = "unix:"
+        self.client_ip = self.client_addr.encode()
+        self.reader = RequestReader(sock)
+        self.greenlet = gevent.getcurrent()
+        self.body_timeout = BODY_TIMEOUT
+        self.status = self.body_bytes = 0
+        self.response_started = False
+
+    def send(self, data: bytes | memoryview) -> None:
+        self.response_started = True
+        self.sock.sendall(data)
+        stats.bytes_out += len(data)
+
+    def keep_alive_allowed(self, request) -> bool:  # noqa: ANN001
+        return request.keep_alive and not self.site.worker.draining
+
+    def serve(self) -> None:
+        stats.connections += 1
+        worker = self.site.worker
+        try:
+            # A draining worker answers with Connection: close and stops here, even
+            # if more pipelined requests were read: the client retries those.
+            while not worker.draining:
+                worker.idle.add(self)
+                try:
+                    request = self.reader.read_head(KEEPALIVE_TIMEOUT, HEADER_TIMEOUT)
+                finally:
+                    worker.idle.discard(self)
+                if request is None:
+                    return
+                if not self.handle(request):
+                    return
+        except (Drained, ClientClosed, TimeoutError, OSError):
+            pass
+        except HttpError as exc:  # a malformed request: answer and close
+            self._fail(exc, None)
+            self.site.log_request(self, None)
+        finally:
+            stats.connections -= 1
+            with contextlib.suppress(OSError):
+                self.sock.close()
+
+    def handle(self, request) -> bool:  # noqa: ANN001
+        """Serve one request; returns whether the connection stays open."""
+        stats.requests += 1
+        self.status = 0
+        self.body_bytes = 0
+        self.response_started = False
+        keep = False
+        try:
+            location = self.site.router.match(request.path)
+            if location is None:
+                raise HttpError(404, "no location matches")
+            limit = location.client_max_body_size
+            if limit and request.content_length is not None and request.content_length > limit:
+                raise HttpError(413, f"request body of {request.content_length} bytes is "
+                                     f"over client_max_body_size ({limit})")
+            if request.expect_continue and request.has_body:
+                self.sock.sendall(CONTINUE)  # nginx answers 100 itself, then reads the body
+            if location.protocol == "uwsgi":
+                from workers import uwsgi
+
+                keep = uwsgi.forward(self, request, location)
+            else:
+                keep = proxy_http.forward(self, request, location)
+        except HttpError as exc:
+            keep = self._fail(exc, request)
+        self.site.log_request(self, request)
+        return keep
+
+    def _fail(self, exc: HttpError, request) -> bool:  # noqa: ANN001
+        """Answer an error if nothing was sent yet; returns whether to keep the connection."""
+        if exc.status < 500:
+            log.info("client %s: %s", self.client_addr, exc.reason)
+        if self.response_started:
+            return False  # mid-response: closing is the only signal left
+        # Keep the connection only if the request was read to its end.
+        keep = (request is not None and exc.status not in (400, 413, 414, 431, 505)
+                and not self.reader.events and not request.has_body
+                and self.keep_alive_allowed(request))
+        self.status = exc.status
+        page = error_page(exc.status, close=not keep)
+        with contextlib.suppress(OSError):
+            self.send(page)
+        self.body_bytes = len(page)
+        return keep

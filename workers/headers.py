@@ -1,0 +1,120 @@
+"""Header rules for proxying, as pure functions over (name, value) byte pairs.
+
+Requests towards the upstream and responses towards the client both lose their
+hop-by-hop headers (RFC 9110 §7.6.1): the fixed set below plus every header
+that `Connection` names. Framing (Content-Length / Transfer-Encoding) is never
+copied: it is regenerated from the body actually sent, as nginx does.
+"""
+
+from __future__ import annotations
+
+# RFC 9110 §7.6.1 and nginx's proxy module: never copied from one hop to the next.
+# Content-Length is regenerated; Expect is answered by the proxy itself.
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding",
+    b"upgrade", b"proxy-connection", b"content-length", b"expect",
+})
+# Set by the proxy from the connection it accepted (DESIGN.md data paths).
+FORWARDED = frozenset({b"x-forwarded-for", b"x-real-ip", b"x-forwarded-proto",
+                       b"x-forwarded-host"})
+_DROP_FROM_REQUEST = HOP_BY_HOP | FORWARDED
+
+
+def connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """The lower-cased tokens of every Connection header."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if len(name) == 10 and name.lower() == b"connection":
+            tokens.update(token.strip().lower() for token in value.split(b","))
+    tokens.discard(b"")
+    return frozenset(tokens)
+
+
+def _is_proxy_header(lower: bytes) -> bool:
+    # Proxy-* is hop-by-hop (Proxy-Authorization, Proxy-Connection), and a bare
+    # "Proxy:" header must never reach an application (httpoxy, CVE-2016-5385).
+    return lower.startswith(b"proxy")
+
+
+def upstream_request_head(
+    method: bytes,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    *,
+    client_ip: bytes,
+    scheme: bytes,
+    host: bytes,
+    framing: bytes,
+    upgrade: bytes | None = None,
+) -> bytes:
+    """The request head sent upstream: HTTP/1.1, end-to-end headers only, then the
+    X-Forwarded-* set, the framing line(s) and, for a WebSocket, Upgrade/Connection.
+
+    `framing` is b"" (no body), b"Content-Length: N\\r\\n" or
+    b"Transfer-Encoding: chunked\\r\\n".
+    """
+    tokens = connection_tokens(headers)
+    out = [method, b" ", target, b" HTTP/1.1\r\n"]
+    forwarded_for = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower in _DROP_FROM_REQUEST or lower in tokens or _is_proxy_header(lower):
+            if lower == b"x-forwarded-for":
+                forwarded_for.append(value)
+            continue
+        out += (name, b": ", value, b"\r\n")
+    # nginx's $proxy_add_x_forwarded_for: the client's list, then its address.
+    forwarded_for.append(client_ip)
+    out += (b"X-Forwarded-For: ", b", ".join(forwarded_for), b"\r\nX-Real-IP: ", client_ip,
+            b"\r\nX-Forwarded-Proto: ", scheme, b"\r\n")
+    if host:
+        out += (b"X-Forwarded-Host: ", host, b"\r\n")
+    if upgrade is not None:
+        out += (b"Upgrade: ", upgrade, b"\r\nConnection: upgrade\r\n")
+    out += (framing, b"\r\n")
+    return b"".join(out)
+
+
+def client_response_head(
+    status_line: bytes,
+    headers: list[tuple[bytes, bytes]],
+    *,
+    framing: bytes,
+    connection: bytes,
+) -> bytes:
+    """The response head sent to the client: the upstream's end-to-end headers plus
+    our framing and Connection lines. Date and Server pass through; nothing is added.
+
+    `connection` is b"" (HTTP/1.1 keep-alive), b"Connection: close\\r\\n" or
+    b"Connection: keep-alive\\r\\n" (an HTTP/1.0 client that asked for it).
+    """
+    tokens = connection_tokens(headers)
+    out = [status_line]
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in tokens or _is_proxy_header(lower):
+            continue
+        out += (name, b": ", value, b"\r\n")
+    out += (framing, connection, b"\r\n")
+    return b"".join(out)
+
+
+def switching_protocols_head(status_line: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A 101 is relayed with its Upgrade and Connection headers (and Sec-WebSocket-*)."""
+    out = [status_line]
+    for name, value in headers:
+        lower = name.lower()
+        if lower in (b"connection", b"upgrade") or not (
+            lower in HOP_BY_HOP or _is_proxy_header(lower)
+        ):
+            out += (name, b": ", value, b"\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def chunk(data: bytes | memoryview) -> list[bytes | memoryview]:
+    """One HTTP/1.1 chunk (RFC 9112 §7.1) as pieces for sendall/join."""
+    return [b"%x\r\n" % len(data), data, b"\r\n"]
+
+
+LAST_CHUNK = b"0\r\n\r\n"

@@ -1,0 +1,219 @@
+"""Client-side HTTP/1.1 reading: httptools (llhttp) callbacks fill a Request.
+
+The reader feeds one recv() at a time to the parser and queues what the
+callbacks produce (a head, body pieces, the end), so pipelined requests are
+answered in order and a body is never held whole: the socket is only read when
+the queue is empty. llhttp is strict by default; the checks it leaves to us
+(Host count, framing conflicts, versions) are in `_check_head`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import httptools
+
+from workers.errors import HttpError
+from workers.stats import stats
+
+RECV_SIZE = 65536
+MAX_HEAD_SIZE = 64 * 1024  # nginx: large_client_header_buffers 4 8k (+ request line)
+MAX_URI_SIZE = 8 * 1024
+_HEAD, _BODY, _END = 0, 1, 2
+
+
+class Request:
+    """One parsed request head."""
+
+    __slots__ = ("method", "target", "path", "query", "version", "headers", "host",
+                 "content_length", "chunked", "keep_alive", "upgrade", "expect_continue")
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.target = b""
+        self.host = b""
+        self.content_length: int | None = None
+        self.chunked = False
+        self.upgrade: bytes | None = None
+        self.expect_continue = False
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+    def header(self, lower_name: bytes) -> bytes | None:
+        for name, value in self.headers:
+            if name.lower() == lower_name:
+                return value
+        return None
+
+
+class ClientClosed(Exception):
+    """The client closed the connection (cleanly between requests, or mid-message)."""
+
+
+class RequestReader:
+    def __init__(self, sock) -> None:  # noqa: ANN001 - a gevent socket
+        self.sock = sock
+        self.parser = httptools.HttpRequestParser(self)
+        self.events: deque = deque()
+        self.request: Request | None = None
+        self.head_size = 0
+        self.upgrade_rest: bytes | None = None  # bytes after an Upgrade request's head
+        self.started = False  # bytes of the next request have arrived
+
+    # -- httptools callbacks ---------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.request = Request()
+        self.head_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.request.target += url
+        if len(self.request.target) > MAX_URI_SIZE:
+            raise HttpError(414, "request target over 8 KiB")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > MAX_HEAD_SIZE:
+            raise HttpError(431, "request header block over 64 KiB")
+        self.request.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        request = self.request
+        request.method = self.parser.get_method()
+        request.version = self.parser.get_http_version()
+        request.keep_alive = self.parser.should_keep_alive()
+        _check_head(request)
+        self.events.append((_HEAD, request))
+
+    def on_body(self, body: bytes) -> None:
+        self.events.append((_BODY, body))
+
+    def on_message_complete(self) -> None:
+        self.events.append((_END, None))
+
+    # -- reading -----------------------------------------------------------------
+    def _fill(self) -> None:
+        data = self.sock.recv(RECV_SIZE)
+        if not data:
+            raise ClientClosed()
+        self.started = True
+        stats.bytes_in += len(data)
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self.upgrade_rest = data[upgrade.args[0]:]
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, HttpError):
+                raise cause from None
+            raise HttpError(400, f"bad request: {exc}") from None
+        except httptools.HttpParserError as exc:
+            raise HttpError(400, f"bad request: {exc}") from None
+
+    def read_head(self, idle_timeout: float, head_timeout: float) -> Request | None:
+        """The next request head, or None if the client closed between requests."""
+        self.started = bool(self.events)
+        self.sock.settimeout(idle_timeout)
+        while not self.events:
+            try:
+                self._fill()
+            except ClientClosed:
+                if self.started:
+                    raise HttpError(400, "client closed the connection mid-request") from None
+                return None
+            self.sock.settimeout(head_timeout)
+        kind, request = self.events.popleft()
+        if kind != _HEAD:
+            raise HttpError(400, "request body was not consumed")  # a caller bug
+        if not request.has_body and self.events and self.events[0][0] == _END:
+            # llhttp ends a bodiless message in the same feed as its head.
+            self.events.popleft()
+        return request
+
+    def read_body(self, timeout: float) -> bytes | None:
+        """The next piece of the current request's (de-chunked) body; None at its end."""
+        if not self.events:
+            self.sock.settimeout(timeout)
+            while not self.events:
+                try:
+                    self._fill()
+                except ClientClosed:
+                    raise HttpError(400, "client closed the connection mid-body") from None
+        kind, data = self.events.popleft()
+        if kind == _HEAD:  # cannot happen: END always precedes the next HEAD
+            raise HttpError(400, "request framing error")
+        return data if kind == _BODY else None
+
+    def skip_to_end(self, timeout: float) -> None:
+        while self.read_body(timeout) is not None:
+            pass
+
+    def take_upgrade_rest(self) -> bytes:
+        """Bytes the client sent after an Upgrade request's head (for the tunnel)."""
+        rest, self.upgrade_rest = self.upgrade_rest or b"", None
+        return rest
+
+    def resume_after_refused_upgrade(self) -> None:
+        """The upstream did not switch protocols: parse what followed as HTTP."""
+        rest = self.take_upgrade_rest()
+        if rest:
+            self._feed(rest)
+
+
+def _check_head(request: Request) -> None:
+    """What llhttp leaves to the application, answered as nginx and RFC 9112 do."""
+    if request.version not in ("1.1", "1.0"):
+        raise HttpError(505, f"HTTP/{request.version} is not supported")
+    if request.method == b"CONNECT":
+        raise HttpError(405, "CONNECT is not supported by a reverse proxy")
+    hosts = 0
+    content_lengths = 0
+    connection_upgrade = False
+    upgrade = None
+    for name, value in request.headers:
+        if len(name) not in (4, 6, 7, 10, 14, 17):  # fast path: none of the names below
+            continue
+        lower = name.lower()
+        if lower == b"host":
+            hosts += 1
+            request.host = value
+        elif lower == b"content-length":
+            content_lengths += 1
+            if not value.isdigit():
+                raise HttpError(400, "invalid Content-Length")
+            request.content_length = int(value)
+        elif lower == b"transfer-encoding":
+            # RFC 9112 §6.1: we accept exactly "chunked"; anything else could be read
+            # differently by another parser (llhttp also rejects most of these).
+            if value.strip().lower() != b"chunked" or request.chunked:
+                raise HttpError(400, "unsupported Transfer-Encoding")
+            request.chunked = True
+        elif lower == b"connection":
+            connection_upgrade = connection_upgrade or b"upgrade" in value.lower()
+        elif lower == b"upgrade":
+            upgrade = value
+        elif lower == b"expect":
+            if value.strip().lower() != b"100-continue":
+                raise HttpError(417, "unsupported Expect")
+            request.expect_continue = request.version == "1.1"
+    # RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one in 1.0.
+    if hosts > 1 or (hosts == 0 and request.version == "1.1"):
+        raise HttpError(400, "a request needs exactly one Host header")
+    # RFC 9112 §6.3: Content-Length with Transfer-Encoding, or two lengths, is smuggling.
+    if content_lengths > 1 or (content_lengths and request.chunked):
+        raise HttpError(400, "ambiguous request framing")
+    if upgrade is not None and connection_upgrade:
+        request.upgrade = upgrade
+    target = request.target
+    if not target.startswith(b"/"):
+        if target.startswith((b"http://", b"https://")):  # absolute-form (RFC 9112 §3.2.2)
+            slash = target.find(b"/", target.find(b"//") + 2)
+            target = target[slash:] if slash > 0 else b"/"
+        elif not (target == b"*" and request.method == b"OPTIONS"):
+            raise HttpError(400, "invalid request target")
+        request.target = target
+    request.path, _, request.query = target.partition(b"?")

@@ -1,0 +1,158 @@
+"""proxy_pass: forward one request to an HTTP upstream and relay the answer.
+
+Retries follow nginx's `proxy_next_upstream error timeout`: another peer is
+tried only while nothing has reached the client, and a request whose body has
+started to stream is never sent twice (we stream, nginx would have buffered).
+An error on a reused keep-alive connection gets one free retry on a fresh
+connection, because the upstream may have closed it while idle. When every
+try fails, a timeout answers 504 and anything else 502.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from workers import headers as header_rules
+from workers.errors import HttpError, UpstreamError
+from workers.response import read_response_head, relay_response
+from workers.routing import upstream_target
+from workers.stats import stats
+from workers.tunnel import run_tunnel
+from workers.upstreams import UpstreamConnection, pool_for
+
+log = logging.getLogger("worker")
+
+# nginx: POST, LOCK and PATCH are not retried once sent.
+_NOT_RETRIED_ONCE_SENT = frozenset({b"POST", b"LOCK", b"PATCH"})
+
+
+def forward(conn, request, location) -> bool:  # noqa: ANN001
+    """Proxy `request` to the location's upstream; returns whether the client
+    connection may stay open for another request."""
+    pool = pool_for(location.upstream)
+    balancer = pool.balancer
+    upgrade = None
+    if request.upgrade is not None and location.websocket \
+            and request.upgrade.lower() == b"websocket":
+        upgrade = request.upgrade
+    if request.chunked:
+        framing = b"Transfer-Encoding: chunked\r\n"
+    elif request.content_length is not None and (request.content_length
+                                                 or request.method in (b"POST", b"PUT", b"PATCH")):
+        framing = b"Content-Length: %d\r\n" % request.content_length
+    else:
+        framing = b""
+    head = header_rules.upstream_request_head(
+        request.method, upstream_target(request.target, location), request.headers,
+        client_ip=conn.client_ip, scheme=b"http", host=request.host, framing=framing,
+        upgrade=upgrade,
+    )
+    tried: set[int] = set()
+    free_retry = True
+    last_error = UpstreamError(502, f"no live upstreams in {location.upstream.name}")
+    peer_index = balancer.choose(tried, conn.client_ip, time.monotonic())
+    while True:
+        if peer_index is None:
+            raise last_error
+        connection: UpstreamConnection | None = None
+        body_sent = False
+        try:
+            connection = pool.acquire(peer_index, location.connect_timeout, pooled=free_retry)
+            balancer.peers[peer_index].conns += 1
+            try:
+                body_sent = _send_request(conn, request, connection.sock, head, location)
+                connection.sock.settimeout(location.read_timeout)
+                response, rest = read_response_head(connection.sock)
+            finally:
+                balancer.peers[peer_index].conns -= 1
+            break
+        except (UpstreamError, OSError) as exc:
+            error = _as_upstream_error(exc)
+            if connection is not None:
+                connection.close()
+            if connection is not None and connection.reused and free_retry and not body_sent:
+                free_retry = False  # the upstream may have closed an idle connection
+                continue
+            stats.upstream_errors += 1
+            log.error("%s, client %s, request \"%s %s\"", error.reason, conn.client_addr,
+                      request.method.decode(), request.target.decode("latin-1"))
+            balancer.failed(peer_index, time.monotonic())
+            last_error = error
+            # Another peer only if nothing that cannot be repeated has been sent.
+            sent_for_good = body_sent or request.method in _NOT_RETRIED_ONCE_SENT
+            if sent_for_good and not error.retryable:
+                raise error from None
+            tried.add(peer_index)
+            free_retry = True
+            peer_index = balancer.choose(tried, conn.client_ip, time.monotonic())
+        except HttpError:  # from the client side (413, body cut short): drop this upstream
+            if connection is not None:
+                connection.close()
+            raise
+    balancer.succeeded(peer_index)
+
+    sock = connection.sock
+    if response.status == 101:
+        if upgrade is None:
+            connection.close()
+            raise UpstreamError(502, "upstream switched protocols without an Upgrade request")
+        conn.status = 101
+        conn.send(header_rules.switching_protocols_head(response.status_line, response.headers))
+        run_tunnel(conn.sock, sock, conn.reader.take_upgrade_rest(), rest,
+                   location.read_timeout)
+        return False
+    try:
+        keep_alive, reusable = relay_response(conn, request, sock, response, rest,
+                                              conn.keep_alive_allowed(request))
+    except BaseException:
+        connection.close()
+        raise
+    if reusable:
+        pool.release(connection)
+    else:
+        connection.close()
+    if request.upgrade is not None:
+        conn.reader.resume_after_refused_upgrade()
+    return keep_alive
+
+
+def _send_request(conn, request, sock, head: bytes, location) -> bool:  # noqa: ANN001
+    """Send the head and stream the body; returns whether any body byte was sent."""
+    sock.settimeout(location.send_timeout)
+    if not request.has_body:
+        sock.sendall(head)
+        return False
+    limit = location.client_max_body_size
+    received = 0
+    pending = head
+    chunked = request.chunked
+    body_timeout = conn.body_timeout
+    while True:
+        piece = conn.reader.read_body(body_timeout)
+        if piece is None:
+            break
+        received += len(piece)
+        if limit and received > limit:
+            raise HttpError(413, f"request body over client_max_body_size ({limit} bytes)")
+        if chunked:
+            piece = b"%x\r\n%b\r\n" % (len(piece), piece)
+        if pending:
+            sock.sendall(pending + piece if len(piece) < 16384 else pending)
+            if len(piece) >= 16384:
+                sock.sendall(piece)
+            pending = b""
+        else:
+            sock.sendall(piece)
+    tail = pending + header_rules.LAST_CHUNK if chunked else pending
+    if tail:
+        sock.sendall(tail)
+    return True
+
+
+def _as_upstream_error(exc: Exception) -> UpstreamError:
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return UpstreamError(504, "upstream timed out")
+    return UpstreamError(502, f"upstream connection failed: {exc}")
