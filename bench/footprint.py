@@ -26,16 +26,20 @@ class Footprint:
     load: TreeRss                   # the highest RSS each process reached under load
     tunnels: int                    # idle tunnels actually open for the growth figure
     per_tunnel: float | None        # bytes of worker RSS per idle tunnel
+    tunnel_error: str | None = None
 
 
 def measure(proxy: Proxy, load_seconds: float, tunnels: int, log_dir: Path) -> Footprint:
     time.sleep(0.5)
     idle = tree_rss(proxy.pid, proxy.single_process)
     load = rss_under_load(proxy, load_seconds, log_dir)
-    opened, per_tunnel = 0, None
+    opened, per_tunnel, error = 0, None, None
     if proxy.endpoints.ws is not None and tunnels > 0:
-        opened, per_tunnel = tunnel_growth(proxy, tunnels, log_dir)
-    return Footprint(idle, load, opened, per_tunnel)
+        try:
+            opened, per_tunnel = tunnel_growth(proxy, tunnels, log_dir)
+        except Exception as failure:  # noqa: BLE001 - the RSS figures still stand
+            error = str(failure).strip().splitlines()[0][:200]
+    return Footprint(idle, load, opened, per_tunnel, error)
 
 
 def rss_under_load(proxy: Proxy, seconds: float, log_dir: Path) -> TreeRss:

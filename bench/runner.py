@@ -205,14 +205,19 @@ def record_footprint(proxy: Proxy, found: footprint.Footprint, figures: dict[str
             figures[key].note(proxy.name, "n/a: one process")
     figures["rss_worker_idle"].add(proxy.name, mib(sum(workers_idle) / len(workers_idle)))
     figures["rss_worker_load"].add(proxy.name, mib(sum(workers_load) / max(1, len(workers_load))))
+    tunnel = figures["ws_idle_tunnel"]
     if found.per_tunnel is not None:
-        figures["ws_idle_tunnel"].add(proxy.name, found.per_tunnel / 1024)
-        figures["ws_idle_tunnel"].command = (f"python -m bench.ws_load idle URL --tunnels "
-                                             f"{found.tunnels}")
+        tunnel.add(proxy.name, found.per_tunnel / 1024)
+        tunnel.command = f"python -m bench.ws_load idle URL --tunnels {found.tunnels}"
+        per_tunnel = f"{found.per_tunnel / 1024:.1f} KiB over {found.tunnels} tunnels"
+    elif found.tunnel_error:
+        tunnel.note(proxy.name, f"error: {found.tunnel_error}")
+        per_tunnel = f"error: {found.tunnel_error}"
     else:
-        figures["ws_idle_tunnel"].note(proxy.name, "n/a: no WebSocket tunnelling")
+        tunnel.note(proxy.name, "n/a: no WebSocket tunnelling")
+        per_tunnel = "n/a"
     say(f"  memory {proxy.name}: workers idle {[round(mib(v), 1) for v in workers_idle]} MiB, "
-        f"per tunnel {found.per_tunnel and found.per_tunnel / 1024:.1f} KiB")
+        f"per tunnel {per_tunnel}")
     if first_run:
         rows = [("master", found.idle.master, found.load.master)] if found.idle.master else []
         rows += [(f"worker {pid}", rss, found.load.workers.get(pid))

@@ -79,6 +79,8 @@ async def _open(url: str, count: int, concurrency: int) -> list[ClientConnection
 
 async def echo(url: str, seconds: float, tunnels: int) -> None:
     websockets = await _open(url, tunnels, 50)
+    if not websockets:
+        raise RuntimeError(f"none of {tunnels} tunnels opened")
     message = b"x" * 32
     deadline = time.perf_counter() + seconds
     counts = [0] * len(websockets)
