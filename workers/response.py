@@ -73,6 +73,8 @@ class UpstreamResponse:
     def feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # a 101: llhttp stops after the head; the rest belongs to the tunnel
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, UpstreamError):
                 raise exc.__context__ from None
