@@ -35,6 +35,12 @@ def _positive_int(value: object) -> int:
     return value
 
 
+def _byte(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
+        raise ValueError(f"{value!r} is not a number from 0 to 255")
+    return value
+
+
 def _boolean(value: object) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{value!r} is not true or false")
@@ -143,8 +149,9 @@ class Location:
     # nginx's client_max_body_size default is 1m; "0" means unlimited.
     client_max_body_size: int = _setting(1 << 20, parse_size)
     uwsgi_param: tuple[tuple[bytes, bytes], ...] = _setting((), _byte_table)
-    uwsgi_modifier1: int = _setting(0, _positive_int)
-    uwsgi_modifier2: int = _setting(0, _positive_int)
+    # Each is one byte of the uwsgi packet header (0 = a WSGI request).
+    uwsgi_modifier1: int = _setting(0, _byte)
+    uwsgi_modifier2: int = _setting(0, _byte)
 
 
 @dataclass(frozen=True)

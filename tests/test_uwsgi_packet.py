@@ -309,9 +309,9 @@ def test_a_status_header_without_reason_gets_the_standard_phrase():
     assert (head.status, head.reason) == (503, b"Service Unavailable")
 
 
-def test_a_status_line_wins_over_a_status_header():
+def test_a_status_line_wins_over_a_status_header_which_passes_as_in_nginx():
     head = parse_reply_head(b"HTTP/1.1 201 Created\r\nStatus: 404 Not Found\r\n\r\n")
-    assert (head.status, head.headers) == (201, [])
+    assert (head.status, head.headers) == (201, [(b"Status", b"404 Not Found")])
 
 
 @pytest.mark.parametrize(

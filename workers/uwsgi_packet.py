@@ -288,10 +288,10 @@ def parse_reply_head(head: bytes) -> ReplyHead:
         if not colon or not name or name != name.strip():
             raise BadReply(f"uwsgi reply has a malformed header line {line[:100]!r}")
         value = value.strip(b" \t")
-        if len(name) == 6 and name.lower() == b"status":
-            # A status line wins over a Status header, which is not passed on.
-            if version is None:
-                status, reason = _parse_cgi_status(value)
+        if version is None and len(name) == 6 and name.lower() == b"status":
+            # CGI-style: the Status header becomes the status line. After a
+            # real status line nginx passes it on as any other header.
+            status, reason = _parse_cgi_status(value)
             continue
         headers.append((name, value))
     if version is None and not status:

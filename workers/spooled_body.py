@@ -1,0 +1,67 @@
+"""A request body held whole: in memory up to a threshold, then in a temporary file.
+
+uWSGI reads exactly CONTENT_LENGTH body bytes, so a chunked request body must
+be read to its end before the packet can say how long it is. nginx does the
+same: `client_body_buffer_size` in memory, the rest in `client_body_temp_path`.
+Memory stays bounded by the threshold whatever the body's size; the file is
+unnamed (`tempfile.TemporaryFile`) and vanishes when closed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from typing import BinaryIO
+
+from workers.buffers import pool
+
+SPOOL_THRESHOLD = 1 << 20  # 1 MiB in memory, then a temporary file
+
+
+class SpooledBody:
+    __slots__ = ("pieces", "memory_size", "file", "size", "threshold")
+
+    def __init__(self, threshold: int = SPOOL_THRESHOLD) -> None:
+        self.pieces: list[bytes] = []
+        self.memory_size = 0
+        self.file: BinaryIO | None = None
+        self.size = 0
+        self.threshold = threshold
+
+    @property
+    def spilled(self) -> bool:
+        return self.file is not None
+
+    def write(self, piece: bytes) -> None:
+        self.size += len(piece)
+        if self.file is not None:
+            self.file.write(piece)
+            return
+        self.pieces.append(piece)
+        self.memory_size += len(piece)
+        if self.memory_size > self.threshold:
+            self.file = tempfile.TemporaryFile(prefix="prefork-proxy-body-")  # noqa: SIM115
+            self.file.write(b"".join(self.pieces))
+            self.pieces, self.memory_size = [], 0
+
+    def send(self, sendall: Callable[[bytes | memoryview], None], first: bytes = b"") -> None:
+        """Send `first` (a packet head) and then the whole body through `sendall`."""
+        if self.file is None:
+            sendall(b"".join([first, *self.pieces]))
+            return
+        if first:
+            sendall(first)
+        self.file.flush()
+        self.file.seek(0)
+        buffer = pool.get()
+        try:
+            while count := self.file.readinto(buffer):
+                sendall(buffer[:count])
+        finally:
+            pool.put(buffer)
+
+    def close(self) -> None:
+        self.pieces = []
+        if self.file is not None:
+            self.file.close()
+            self.file = None

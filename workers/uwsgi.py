@@ -1,0 +1,249 @@
+"""uwsgi_pass: call a uWSGI application server over the uwsgi protocol.
+
+One connection per request, as nginx does: uwsgi has no keep-alive. The
+request becomes a packet (`workers.uwsgi_packet`), then the body follows:
+a Content-Length body streams straight through; a chunked body is read whole
+first (memory, then a temporary file) because uWSGI reads exactly
+CONTENT_LENGTH bytes. The reply is an HTTP head, or a CGI-style one that is
+rewritten into an HTTP head, and is relayed by the code proxy_pass uses
+(`workers.response`), re-framed for the client.
+
+Errors, as nginx: uWSGI down or a malformed reply answers 502, a timeout 504;
+each gets a line in the error log. Like proxy_pass, a server that cannot be
+connected to is skipped for the next one of an upstream; once the packet is
+sent, nothing is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from workers.errors import HttpError, UpstreamError
+from workers.response import MAX_RESPONSE_HEAD, UpstreamResponse, relay_response
+from workers.spooled_body import SpooledBody
+from workers.stats import stats
+from workers.upstreams import connect, pool_for
+from workers.uwsgi_packet import (
+    UwsgiParams,
+    VarsTooBig,
+    build_vars,
+    encode_packet,
+    find_head_end,
+    parse_reply_head,
+)
+
+log = logging.getLogger("worker")
+
+# uWSGI's default --buffer-size: a bigger packet is dropped with no reply.
+UWSGI_DEFAULT_BUFFER_SIZE = 4096
+_SMALL_PIECE = 16384
+
+# One compiled uwsgi_param table per location, keyed by identity (as upstream pools).
+_params: dict[int, UwsgiParams] = {}
+
+
+def forward(conn, request, location) -> bool:  # noqa: ANN001
+    """Call the location's uWSGI server for `request` and relay its reply.
+
+    Returns whether the client connection may stay open (the same contract as
+    `proxy_http.forward`).
+    """
+    params = _params.get(id(location))
+    if params is None:
+        params = _params[id(location)] = UwsgiParams(location.uwsgi_param)
+    body: SpooledBody | None = None
+    if request.chunked:
+        body = _read_whole_body(conn, location.client_max_body_size)
+        content_length: int | None = body.size
+    else:
+        content_length = request.content_length
+    try:
+        try:
+            packet = encode_packet(_request_vars(conn, request, content_length, params),
+                                   location.uwsgi_modifier1, location.uwsgi_modifier2)
+        except VarsTooBig as exc:
+            log.error("%s, client %s, request \"%s\"", exc.reason, conn.client_addr,
+                      _request_line(request))
+            raise
+        return _call(conn, request, location, packet, body)
+    finally:
+        if body is not None:
+            body.close()
+
+
+def _call(conn, request, location, packet: bytes, body: SpooledBody | None) -> bool:  # noqa: ANN001
+    balancer = pool_for(location.upstream).balancer
+    peer_index, sock = _connect(conn, request, location, balancer)
+    peer = balancer.peers[peer_index]
+    peer.conns += 1
+    try:
+        try:
+            sock.settimeout(location.send_timeout)
+            _send_request(conn, request, sock, packet, body)
+            sock.settimeout(location.read_timeout)
+            response, rest = _read_reply_head(sock, len(packet))
+        except UpstreamError as exc:
+            _log_failure(exc, conn, request, peer.peer.address)
+            balancer.failed(peer_index, time.monotonic())
+            raise
+        balancer.succeeded(peer_index)
+        try:
+            keep_alive, _ = relay_response(conn, request, sock, response, rest,
+                                           conn.keep_alive_allowed(request))
+        except UpstreamError as exc:  # mid-body: the client connection will be closed
+            _log_failure(exc, conn, request, peer.peer.address)
+            raise
+        return keep_alive
+    finally:
+        peer.conns -= 1
+        sock.close()
+
+
+def _connect(conn, request, location, balancer):  # noqa: ANN001, ANN202
+    """Connect to a server of the upstream, skipping those that refuse (nginx's
+    `next_upstream error timeout`: nothing has been sent yet)."""
+    tried: set[int] = set()
+    error = UpstreamError(502, f"no live uwsgi servers in {location.upstream.name}")
+    while True:
+        peer_index = balancer.choose(tried, conn.client_ip, time.monotonic())
+        if peer_index is None:
+            raise error
+        address = balancer.peers[peer_index].peer.address
+        try:
+            return peer_index, connect(address, location.connect_timeout)
+        except UpstreamError as exc:
+            _log_failure(exc, conn, request, address)
+            balancer.failed(peer_index, time.monotonic())
+            tried.add(peer_index)
+            error = exc
+
+
+def _request_vars(conn, request, content_length: int | None, params: UwsgiParams):  # noqa: ANN001, ANN202
+    sock = conn.sock
+    try:
+        peer, local = sock.getpeername(), sock.getsockname()
+    except OSError:
+        peer = local = ""
+    if isinstance(local, tuple):  # TCP; a unix listener has no ports (nginx sends "")
+        remote_port, server_port, local_ip = b"%d" % peer[1], b"%d" % local[1], local[0]
+    else:
+        remote_port = server_port = b""
+        local_ip = ""
+    return build_vars(
+        method=request.method,
+        target=request.target,
+        path=request.path,
+        query=request.query,
+        version=request.version,
+        headers=request.headers,
+        remote_addr=conn.client_ip,
+        remote_port=remote_port,
+        server_port=server_port,
+        server_name=_server_name(request, local_ip),
+        content_length=content_length,
+        params=params,
+    )
+
+
+def _server_name(request, local_ip: str) -> bytes:  # noqa: ANN001
+    """nginx's `$host`: the request line's host, else Host, without port, lower-cased.
+
+    nginx sends `$server_name` (the server block's first `server_name`, "" if
+    none); prefork-proxy has no server_name, so the name the client asked for
+    stands in, and the local address when the request names none (HTTP/1.0).
+    """
+    target = request.target
+    if target[:1] != b"/" and b"://" in target:
+        host = target.partition(b"://")[2].partition(b"/")[0].partition(b"?")[0]
+    else:
+        host = request.host
+    if not host:
+        return local_ip.encode("ascii")
+    if host[:1] == b"[":  # an IPv6 literal: [::1]:8080
+        return host[: host.find(b"]") + 1].lower()
+    return host.partition(b":")[0].lower()
+
+
+def _read_whole_body(conn, limit: int) -> SpooledBody:  # noqa: ANN001
+    """De-chunk the request body into memory or a temporary file (413 past `limit`)."""
+    body = SpooledBody()
+    try:
+        while (piece := conn.reader.read_body(conn.body_timeout)) is not None:
+            body.write(piece)
+            if limit and body.size > limit:
+                raise HttpError(413, f"request body over client_max_body_size ({limit} bytes)")
+    except BaseException:
+        body.close()
+        raise
+    return body
+
+
+def _send_request(conn, request, sock, packet: bytes, body: SpooledBody | None) -> None:  # noqa: ANN001
+    """The packet, then the body: spooled, or streamed from the client as it arrives."""
+
+    def sendall(data: bytes | memoryview) -> None:
+        try:
+            sock.sendall(data)
+        except TimeoutError:
+            raise UpstreamError(504, "uwsgi server timed out while the request was sent") from None
+        except OSError as exc:
+            raise UpstreamError(502, f"sending the request to uwsgi failed: {exc}") from None
+
+    if body is not None:
+        body.send(sendall, packet)
+        return
+    if not request.has_body:
+        sendall(packet)
+        return
+    pending = packet
+    reader, timeout = conn.reader, conn.body_timeout
+    while (piece := reader.read_body(timeout)) is not None:
+        if pending:  # one send for the packet and a small first piece
+            if len(piece) < _SMALL_PIECE:
+                piece, pending = pending + piece, b""
+            else:
+                sendall(pending)
+                pending = b""
+        sendall(piece)
+    if pending:
+        sendall(pending)
+
+
+def _read_reply_head(sock, packet_size: int) -> tuple[UpstreamResponse, bytes]:  # noqa: ANN001
+    """Read the reply head (HTTP or CGI-style); return it parsed, and the bytes after it."""
+    data = b""
+    try:
+        while (end := find_head_end(data)) < 0:
+            if len(data) > MAX_RESPONSE_HEAD:
+                raise UpstreamError(502, "uwsgi server sent too big a reply head")
+            more = sock.recv(65536)
+            if not more:
+                hint = ""
+                if packet_size > UWSGI_DEFAULT_BUFFER_SIZE + 4:
+                    hint = (f" (the request's vars are {packet_size - 4} bytes: is uWSGI's "
+                            f"--buffer-size at least that?)")
+                what = "an incomplete reply head" if data else "no reply"
+                raise UpstreamError(502, f"uwsgi server closed the connection with {what}{hint}")
+            data += more
+    except TimeoutError:
+        raise UpstreamError(504, "uwsgi server timed out while the reply was read") from None
+    except OSError as exc:
+        raise UpstreamError(502, f"reading the reply from uwsgi failed: {exc}") from None
+    head, rest = data[:end], data[end:]
+    if not (head.startswith(b"HTTP/") and head.endswith(b"\r\n\r\n")):
+        # CGI-style (or bare-LF) head: rewrite it as the HTTP head it means.
+        head = parse_reply_head(head).to_http()
+    response = UpstreamResponse()
+    response.feed(head)
+    return response, rest
+
+
+def _request_line(request) -> str:  # noqa: ANN001
+    return f"{request.method.decode()} {request.target.decode('latin-1')}"
+
+
+def _log_failure(exc: UpstreamError, conn, request, address) -> None:  # noqa: ANN001
+    stats.upstream_errors += 1
+    log.error("%s, uwsgi server %s, client %s, request \"%s\"", exc.reason, address,
+              conn.client_addr, _request_line(request))
