@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend is chosen first
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from bench.results import Figure, Results  # noqa: E402
 
@@ -21,6 +23,9 @@ def draw(results: Results, out: Path) -> None:
     memory(results, out / "memory.png")
 
 
+PLAIN = FuncFormatter(lambda value, _: f"{value:g}")
+
+
 def _short(value: float) -> str:
     if value >= 10_000:
         return f"{value / 1000:.0f}k"
@@ -32,6 +37,8 @@ def _short(value: float) -> str:
 def throughput(results: Results, path: Path) -> None:
     """Grouped bars per scenario: each proxy's median as a multiple of nginx's (log scale)."""
     figures = [f for f in results.figures if f.group == "throughput" and f.median("nginx")]
+    if not figures:
+        return
     proxies = [p for p in results.proxies if any(f.median(p) for f in figures)]
     fig, axes = plt.subplots(figsize=(max(8, 1.6 * len(figures)), 5))
     width = 0.8 / max(1, len(proxies))
@@ -48,10 +55,15 @@ def throughput(results: Results, path: Path) -> None:
             high.append(max(0.0, (spread[1] - median) / base))
         axes.bar(xs, ys, width, yerr=[low, high], capsize=2, label=proxy,
                  color=COLORS.get(proxy))
+        for x, y in zip(xs, ys, strict=True):
+            axes.annotate(f"{y:.2f}", (x, y), ha="center", va="bottom", fontsize=6,
+                          xytext=(0, 2), textcoords="offset points")
     axes.axhline(1.0, color="black", linewidth=0.8)
     axes.set_yscale("log")
-    axes.set_ylabel("× nginx (median; bars show min–max)")
-    labels = [f"{f.title}\n(nginx {_short(f.median('nginx') or 0)} {f.unit})" for f in figures]
+    axes.yaxis.set_major_formatter(PLAIN)
+    axes.set_ylabel("× nginx (median; whiskers show min–max)")
+    labels = ["\n".join(textwrap.wrap(f.title, 18))
+              + f"\n(nginx {_short(f.median('nginx') or 0)} {f.unit})" for f in figures]
     axes.set_xticks(range(len(figures)), labels, fontsize=7)
     axes.set_title(f"Throughput relative to nginx ({results.mode} run, {results.date})")
     axes.legend(fontsize=8)
@@ -87,6 +99,9 @@ def _latency_panel(axes: plt.Axes, figure: Figure, proxies: list[str]) -> None:
         axes.bar(xs, values, width, label=proxy, color=COLORS.get(proxy))
     axes.set_xticks(range(3), ["p50", "p90", "p99"])
     axes.set_yscale("log")
+    axes.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes.yaxis.set_major_formatter(PLAIN)
+    axes.yaxis.set_minor_formatter(NullFormatter())
     axes.set_ylabel("ms")
     axes.set_title(figure.title, fontsize=9)
     axes.legend(fontsize=7)
@@ -107,7 +122,8 @@ def memory(results: Results, path: Path) -> None:
         axes.set_ylabel(figure.unit)
         axes.tick_params(axis="x", labelsize=7)
         if figure.key == "ws_idle_tunnel":
-            axes.axhline(32, color="red", linewidth=0.8, linestyle="--")
+            axes.axhline(32, color="red", linewidth=0.8, linestyle="--", label="target ≤ 32 KiB")
+            axes.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -8,6 +8,7 @@ foreground: `nginx -p PREFIX -c CONF -g 'daemon off;'`.
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 from bench import procs
@@ -145,7 +146,6 @@ def start(name: str, prefix: Path, config: str, log_dir: Path, nice: int = 0) ->
 
 
 def version() -> str:
-    import subprocess
-
     result = subprocess.run([NGINX, "-v"], capture_output=True, text=True, check=False)
-    return (result.stderr or result.stdout).strip().removeprefix("nginx version: ")
+    text = (result.stderr or result.stdout).strip()
+    return text.removeprefix("nginx version: ").removeprefix("nginx/")

@@ -51,6 +51,12 @@ class Process:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def cause(self) -> str:
+        """The log line most likely to say why the process failed: the last error, else the last."""
+        lines = [line.strip() for line in self.log_tail(40).splitlines() if line.strip()]
+        errors = [line for line in lines if "Error" in line or "error" in line]
+        return (errors or lines or ["(no output)"])[-1][:300]
+
     def signal(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signum)
@@ -140,16 +146,16 @@ def wait_for_port(port: int, process: Process, timeout: float = 15.0) -> None:
     while time.monotonic() < deadline:
         if not process.alive():
             raise StartError(
-                f"{process.name} exited with status {process.popen.returncode}"
-                f" before listening on {port}:\n{process.log_tail()}"
+                f"{process.name} exited with status {process.popen.returncode} before listening"
+                f" on {port}: {process.cause()}\n{process.log_tail()}"
             )
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.settimeout(0.5)
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.05)
-    raise StartError(f"{process.name} did not listen on {port} in {timeout:.0f}s:\n"
-                     f"{process.log_tail()}")
+    raise StartError(f"{process.name} did not listen on {port} in {timeout:.0f}s: "
+                     f"{process.cause()}\n{process.log_tail()}")
 
 
 def raise_open_file_limit(wanted: int = 65536) -> int:

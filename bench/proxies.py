@@ -84,7 +84,9 @@ def wait_until_serving(url: str, process: procs.Process, timeout: float = 20.0) 
     last_error = ""
     while time.monotonic() < deadline:
         if not process.alive():
-            raise procs.StartError(f"{process.name} exited:\n{process.log_tail()}")
+            raise procs.StartError(f"{process.name} exited with status "
+                                   f"{process.popen.returncode}: {process.cause()}\n"
+                                   f"{process.log_tail()}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -92,8 +94,8 @@ def wait_until_serving(url: str, process: procs.Process, timeout: float = 20.0) 
         except OSError as error:
             last_error = str(error)
         time.sleep(0.1)
-    raise procs.StartError(f"{process.name} did not serve {url}: {last_error}\n"
-                           f"{process.log_tail()}")
+    raise procs.StartError(f"{process.name} did not serve {url} in {timeout:.0f}s: {last_error}"
+                           f"\n{process.log_tail()}")
 
 
 class PreforkProxy(Proxy):

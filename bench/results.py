@@ -23,6 +23,7 @@ class Figure:
     unit: str
     group: str                      # throughput | latency | memory | reload
     higher_is_better: bool = True
+    compare: bool = True            # False: a ratio to nginx means nothing (failure counts)
     command: str = ""
     runs: dict[str, list[float]] = field(default_factory=dict)
     latency: dict[str, list[Latency]] = field(default_factory=dict)
@@ -52,7 +53,7 @@ class Figure:
 
     def ratio(self, proxy: str, reference: str = "nginx") -> float | None:
         value, base = self.median(proxy), self.median(reference)
-        if value is None or not base:
+        if value is None or not base or not self.compare:
             return None
         return value / base
 

@@ -95,7 +95,7 @@ class Lineup:
 
 def first_line(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:200]
+    return text.splitlines()[0][:300]
 
 
 def mark_unavailable(figure: Figure, results: Results) -> None:
@@ -232,7 +232,8 @@ def reload_figures(classes: list[type[Proxy]], upstreams: Upstreams, work: Path,
     seconds = settings.reload_seconds
     figures = {
         "reload_failed": Figure("reload_failed", f"Failed requests, HUP every second for "
-                                f"{seconds} s", "requests", "reload", higher_is_better=False),
+                                f"{seconds} s", "requests", "reload", higher_is_better=False,
+                                compare=False),
         "reload_p99": Figure("reload_p99", "p99 latency during reloads (keep-alive)", "ms",
                              "reload", higher_is_better=False),
         "steady_p99": Figure("steady_p99", "p99 latency, same load without reloads", "ms",
