@@ -46,19 +46,22 @@ def upstream_request_head(
     host: bytes,
     framing: bytes,
     upgrade: bytes | None = None,
+    tokens: frozenset[bytes] | None = None,
 ) -> bytes:
     """The request head sent upstream: HTTP/1.1, end-to-end headers only, then the
     X-Forwarded-* set, the framing line(s) and, for a WebSocket, Upgrade/Connection.
 
     `framing` is b"" (no body), b"Content-Length: N\\r\\n" or
-    b"Transfer-Encoding: chunked\\r\\n".
+    b"Transfer-Encoding: chunked\\r\\n". `tokens` are the Connection tokens if the
+    caller already has them.
     """
-    tokens = connection_tokens(headers)
+    if tokens is None:
+        tokens = connection_tokens(headers)
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
     forwarded_for = []
     for name, value in headers:
         lower = name.lower()
-        if lower in _DROP_FROM_REQUEST or lower in tokens or _is_proxy_header(lower):
+        if lower in _DROP_FROM_REQUEST or lower in tokens or lower.startswith(b"proxy"):
             if lower == b"x-forwarded-for":
                 forwarded_for.append(value)
             continue
@@ -81,6 +84,7 @@ def client_response_head(
     *,
     framing: bytes,
     connection: bytes,
+    tokens: frozenset[bytes] | None = None,
 ) -> bytes:
     """The response head sent to the client: the upstream's end-to-end headers plus
     our framing and Connection lines. Date and Server pass through; nothing is added.
@@ -88,11 +92,12 @@ def client_response_head(
     `connection` is b"" (HTTP/1.1 keep-alive), b"Connection: close\\r\\n" or
     b"Connection: keep-alive\\r\\n" (an HTTP/1.0 client that asked for it).
     """
-    tokens = connection_tokens(headers)
+    if tokens is None:
+        tokens = connection_tokens(headers)
     out = [status_line]
     for name, value in headers:
         lower = name.lower()
-        if lower in HOP_BY_HOP or lower in tokens or _is_proxy_header(lower):
+        if lower in HOP_BY_HOP or lower in tokens or lower.startswith(b"proxy"):
             continue
         out += (name, b": ", value, b"\r\n")
     out += (framing, connection, b"\r\n")

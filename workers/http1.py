@@ -20,13 +20,15 @@ RECV_SIZE = 65536
 MAX_HEAD_SIZE = 64 * 1024  # nginx: large_client_header_buffers 4 8k (+ request line)
 MAX_URI_SIZE = 8 * 1024
 _HEAD, _BODY, _END = 0, 1, 2
+_NO_TOKENS: frozenset[bytes] = frozenset()
 
 
 class Request:
     """One parsed request head."""
 
     __slots__ = ("method", "target", "path", "query", "version", "headers", "host",
-                 "content_length", "chunked", "keep_alive", "upgrade", "expect_continue")
+                 "content_length", "chunked", "keep_alive", "upgrade", "expect_continue",
+                 "connection_tokens")
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
@@ -36,6 +38,7 @@ class Request:
         self.chunked = False
         self.upgrade: bytes | None = None
         self.expect_continue = False
+        self.connection_tokens: frozenset[bytes] = _NO_TOKENS
 
     @property
     def has_body(self) -> bool:
@@ -193,7 +196,10 @@ def _check_head(request: Request) -> None:
                 raise HttpError(400, "unsupported Transfer-Encoding")
             request.chunked = True
         elif lower == b"connection":
-            connection_upgrade = connection_upgrade or b"upgrade" in value.lower()
+            tokens = request.connection_tokens | {
+                token.strip() for token in value.lower().split(b",")}
+            request.connection_tokens = tokens
+            connection_upgrade = b"upgrade" in tokens
         elif lower == b"upgrade":
             upgrade = value
         elif lower == b"expect":

@@ -46,7 +46,7 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
     head = header_rules.upstream_request_head(
         request.method, upstream_target(request.target, location), request.headers,
         client_ip=conn.client_ip, scheme=b"http", host=request.host, framing=framing,
-        upgrade=upgrade,
+        upgrade=upgrade, tokens=request.connection_tokens,
     )
     tried: set[int] = set()
     free_retry = True
@@ -58,7 +58,8 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
         connection: UpstreamConnection | None = None
         body_sent = False
         try:
-            connection = pool.acquire(peer_index, location.connect_timeout, pooled=free_retry)
+            connection = pool.acquire(peer_index, location.connect_timeout, pooled=free_retry,
+                                      check=request.has_body)
             balancer.peers[peer_index].conns += 1
             try:
                 body_sent = _send_request(conn, request, connection.sock, head, location)

@@ -25,7 +25,7 @@ _NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)
 
 class UpstreamResponse:
     __slots__ = ("status", "reason", "headers", "content_length", "chunked", "keep_alive",
-                 "parser", "pieces", "complete", "version")
+                 "parser", "pieces", "complete", "version", "connection_tokens")
 
     def __init__(self) -> None:
         self.reason = b""
@@ -50,6 +50,7 @@ class UpstreamResponse:
         # HTTP/1.0 responses and `Connection: close` end the connection's reuse.
         self.keep_alive = parser.should_keep_alive() and self.version == "1.1"
         lengths = 0
+        tokens: set[bytes] = set()
         for name, value in self.headers:
             lower = name.lower()
             if lower == b"content-length":
@@ -57,12 +58,15 @@ class UpstreamResponse:
                 if not value.strip().isdigit():
                     raise UpstreamError(502, "upstream sent an invalid Content-Length")
                 self.content_length = int(value)
+            elif lower == b"connection":
+                tokens.update(token.strip() for token in value.lower().split(b","))
             elif lower == b"transfer-encoding":
                 if value.strip().lower() != b"chunked" or self.chunked:
                     raise UpstreamError(502, "upstream sent an unsupported Transfer-Encoding")
                 self.chunked = True
         if lengths > 1 or (lengths and self.chunked):
             raise UpstreamError(502, "upstream sent ambiguous framing")
+        self.connection_tokens = frozenset(tokens)
 
     def on_body(self, body: bytes) -> None:
         self.pieces.append(body)
@@ -147,7 +151,8 @@ def relay_response(conn, request, upstream_sock, response: UpstreamResponse,  # 
     else:
         connection = b"" if client_11 else b"Connection: keep-alive\r\n"
     head = header_rules.client_response_head(
-        response.status_line, response.headers, framing=framing, connection=connection)
+        response.status_line, response.headers, framing=framing, connection=connection,
+        tokens=response.connection_tokens)
     conn.status = status
 
     if body == _NO_BODY:

@@ -2,31 +2,29 @@
 
 nginx 1.29.7 keeps 32 idle connections per upstream and worker, closing the
 least recently used first; a connection is retired after `keepalive_requests`
-requests or `keepalive_timeout` idle. A pooled connection that has become
-readable while idle (the upstream closed it, or sent junk) is discarded before
-use, so a request with a body is never sent down a dead connection.
+requests or `keepalive_timeout` idle. Before a request with a body goes down a
+pooled connection, the connection is checked to be still open (the upstream
+may have closed it while idle), so a body is never sent into a dead socket.
 """
 
 from __future__ import annotations
 
 import contextlib
-import select
-import socket
 import time
 from collections import deque
 
-from gevent import socket as gsocket
-
 from prefork_proxy.config import Upstream
 from prefork_proxy.values import Address
+from workers import stream
 from workers.balancing import Balancer
 from workers.errors import UpstreamError
+from workers.stream import Stream
 
 
 class UpstreamConnection:
     __slots__ = ("sock", "peer_index", "uses", "idle_since")
 
-    def __init__(self, sock: gsocket.socket, peer_index: int) -> None:
+    def __init__(self, sock: Stream, peer_index: int) -> None:
         self.sock, self.peer_index, self.uses, self.idle_since = sock, peer_index, 0, 0.0
 
     @property
@@ -44,11 +42,16 @@ class UpstreamPool:
         self.balancer = Balancer(upstream)
         self.idle: deque[UpstreamConnection] = deque()
 
-    def acquire(self, peer_index: int, connect_timeout: float, *, pooled: bool = True
-                ) -> UpstreamConnection:
-        """A live connection to a peer: a pooled one if any, else a new one."""
+    def acquire(self, peer_index: int, connect_timeout: float, *, pooled: bool = True,
+                check: bool = True) -> UpstreamConnection:
+        """A connection to a peer: a pooled one if any, else a new one.
+
+        With `check`, a pooled connection is first checked to be still open (one
+        non-blocking peek). Requests without a body skip it: if the upstream closed
+        the connection, they get a free retry instead (nginx checks nothing).
+        """
         if pooled:
-            connection = self._take_idle(peer_index)
+            connection = self._take_idle(peer_index, check)
             if connection is not None:
                 return connection
         address = self.upstream.peers[peer_index].address
@@ -66,7 +69,7 @@ class UpstreamPool:
         if len(self.idle) > self.upstream.keepalive:
             self.idle.popleft().close()  # the least recently used
 
-    def _take_idle(self, peer_index: int) -> UpstreamConnection | None:
+    def _take_idle(self, peer_index: int, check: bool) -> UpstreamConnection | None:
         idle = self.idle
         if not idle:
             return None
@@ -76,7 +79,7 @@ class UpstreamPool:
             if connection.peer_index != peer_index:
                 continue
             del idle[position]
-            if connection.idle_since < limit or _readable(connection.sock):
+            if connection.idle_since < limit or (check and not connection.sock.alive()):
                 connection.close()
                 continue
             return connection
@@ -87,57 +90,15 @@ class UpstreamPool:
             self.idle.pop().close()
 
 
-def _readable(sock: gsocket.socket) -> bool:
-    """An idle keep-alive connection must have nothing to read; if it has, the
-    upstream closed it or broke framing. Zero-timeout select: never blocks."""
-    try:
-        return bool(select.select([sock.fileno()], (), (), 0)[0])
-    except (OSError, ValueError):
-        return True
-
-
-def connect(address: Address, timeout: float) -> gsocket.socket:
+def connect(address: Address, timeout: float) -> Stream:
     """Open a connection to a peer; UpstreamError(502/504) on failure."""
     try:
-        family = socket.AF_UNIX if address.is_unix else _numeric_family(address.host)
-        if family is None:  # a host name: resolved by gevent's resolver
-            sock = gsocket.create_connection((address.host, address.port), timeout=timeout)
-        else:
-            # A unix path or an IP literal needs no getaddrinfo (which gevent runs
-            # in a thread pool: a quarter of the CPU of a connection per request).
-            sock = gsocket.socket(family, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            try:
-                sock.connect(address.path if family == socket.AF_UNIX
-                             else (address.host, address.port))
-            except BaseException:
-                sock.close()
-                raise
-        if family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return stream.connect(address, timeout)
     except TimeoutError:
         raise UpstreamError(504, f"connect to {address} timed out", retryable=True) from None
     except OSError as exc:
         raise UpstreamError(502, f"connect to {address} failed: {exc.strerror or exc}",
                             retryable=True) from None
-    return sock
-
-
-_families: dict[str, int | None] = {}
-
-
-def _numeric_family(host: str) -> int | None:
-    """AF_INET or AF_INET6 for an IP literal, None for a name (cached per host)."""
-    if host not in _families:
-        _families[host] = None
-        for family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                socket.inet_pton(family, host)
-            except OSError:
-                continue
-            _families[host] = family
-            break
-    return _families[host]
 
 
 # Keyed by identity: hashing the frozen dataclass would walk every peer per request.

@@ -17,6 +17,7 @@ import select
 import signal
 import socket
 import time
+from collections.abc import Iterable
 
 import gevent
 import gevent.event
@@ -33,9 +34,20 @@ from workers.access_log import AccessLog
 from workers.client import ClientConnection
 from workers.routing import Router
 from workers.stats import stats
+from workers.stream import accepted, sweep_timeouts
 
 log = logging.getLogger("worker")
 HEARTBEAT_INTERVAL = 1.0
+# Signals a worker handles (DESIGN.md, Signals: QUIT drains, TERM/INT stop, USR1 reopens).
+_WORKER_SIGNALS = frozenset({signal.SIGQUIT, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1})
+
+
+class BootError(Exception):
+    """The worker cannot start (e.g. its user does not exist): one line for the operator.
+
+    The master then sees exit status 3 (children.EXIT_BOOT_FAILURE) and stops on the
+    first generation, or abandons a reload (DESIGN.md, reload rule 7).
+    """
 
 
 class Site:
@@ -74,7 +86,10 @@ class Worker:
         self.connections = gevent.pool.Pool(config.worker_connections or None)
         self.servers: list[StreamServer] = []
 
-    def run(self) -> int:
+    def run(self, blocked: Iterable[signal.Signals] = ()) -> int:
+        """Serve until drained or stopped. `blocked` signals were blocked across fork;
+        they are unblocked once our handlers are installed, so a QUIT that arrived
+        while starting drains (instead of the default action, a core dump)."""
         drop_privileges(self.config.user, self.config.group)
         for server in self.config.servers:
             site = Site(server, self)
@@ -84,7 +99,15 @@ class Worker:
         gevent.signal_handler(signal.SIGTERM, self.stop_now)
         gevent.signal_handler(signal.SIGINT, self.stop_now)
         gevent.signal_handler(signal.SIGUSR1, self.reopen_logs)
+        for sig in blocked:
+            if sig not in _WORKER_SIGNALS and sig != signal.SIGCHLD:
+                # Master-only (HUP, TTIN, USR2...): a signal sent to the whole process
+                # group must not kill or stop a worker.
+                signal.signal(sig, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, list(blocked))
         heartbeat = gevent.spawn(self._heartbeat)
+        gevent.spawn(sweep_timeouts)
+        self._beat()
         self.scoreboard.set_state(self.slot, READY)  # servers accept: ready (rule 3)
         self.stopped.wait()
         heartbeat.kill()
@@ -97,9 +120,10 @@ class Worker:
         tcp = listener.family != socket.AF_UNIX
 
         def handle(client_sock: gsocket.socket, address: object) -> None:
+            client = accepted(client_sock)
             if tcp:
-                client_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            ClientConnection(client_sock, address, site).serve()
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            ClientConnection(client, address, site).serve()
 
         server = StreamServer(sock, handle, spawn=self.connections)
         server.start()
@@ -143,9 +167,13 @@ class Worker:
         self.stopped.set()
 
     def reopen_logs(self) -> None:
+        """USR1 (logrotate renamed the files): write to fresh files at the same paths."""
         logs.reopen()
         self.access_log.flush()
-        self.access_log.reopen()
+        try:
+            self.access_log.reopen()
+        except OSError as exc:  # e.g. the new file is not writable after dropping root
+            log.error("cannot reopen the access log %s: %s", self.config.access_log, exc)
 
 
 def _close_if_idle(conn: ClientConnection) -> None:
@@ -160,22 +188,40 @@ def _close_if_idle(conn: ClientConnection) -> None:
 
 
 def drop_privileges(user: str | None, group: str | None) -> None:
-    """Become `user`/`group` after the master bound the sockets, as nginx's workers do."""
+    """Become `user`/`group` after the master bound the sockets, as nginx's workers do.
+
+    Raises BootError with the cause; a worker never serves with more privileges
+    than the config asked for.
+    """
     if not user and not group:
         return
+    try:
+        entry = pwd.getpwnam(user) if user else None
+    except KeyError:
+        raise BootError(f"user {user!r} does not exist") from None
+    try:
+        gid = grp.getgrnam(group).gr_gid if group else (entry.pw_gid if entry else os.getgid())
+    except KeyError:
+        raise BootError(f"group {group!r} does not exist") from None
     if os.geteuid() != 0:
+        # nginx: "the "user" directive makes sense only if the master runs as root".
         log.warning("user/group set but the master is not root; keeping uid %d", os.geteuid())
         return
-    entry = pwd.getpwnam(user) if user else None
-    gid = grp.getgrnam(group).gr_gid if group else (entry.pw_gid if entry else os.getgid())
-    os.setgroups([])
-    os.setgid(gid)
-    if entry:
-        os.setuid(entry.pw_uid)
+    try:
+        if entry:
+            os.initgroups(entry.pw_name, gid)
+        else:
+            os.setgroups([])
+        os.setgid(gid)
+        if entry:
+            os.setuid(entry.pw_uid)
+    except OSError as exc:
+        raise BootError(f"cannot switch to user {user!r} group {group!r}: {exc}") from None
 
 
 def run_worker(config: Config, sockets: dict[str, socket.socket], scoreboard: Scoreboard,
-               slot: int, number: int, generation: int) -> int:
-    """The worker's whole life; returns its exit status."""
+               slot: int, number: int, generation: int,
+               blocked: Iterable[signal.Signals] = ()) -> int:
+    """The worker's whole life; returns its exit status (raises BootError)."""
     setproctitle(f"prefork-proxy: worker {number} [gen {generation}]")
-    return Worker(config, sockets, scoreboard, slot).run()
+    return Worker(config, sockets, scoreboard, slot).run(blocked)

@@ -1,0 +1,195 @@
+"""Lean non-blocking sockets for the hot path, built on gevent's hub.
+
+gevent's socket objects take several Python-level steps per call: a Timeout
+object for every blocking call on a socket with a timeout, and a getsockopt()
+per sendall(). Measured here, those steps cost more than our whole HTTP
+handling. A Stream tries the syscall first and only on EAGAIN parks the greenlet
+on a persistent libev watcher through `hub.wait`, gevent's own primitive.
+
+Timeouts are deadlines, checked by one sweeper greenlet per worker every
+SWEEP_INTERVAL (nginx keeps a timer tree; the coarser resolution is what buys
+the cheap wait). A stream waiting past its deadline gets TimeoutError thrown
+into its greenlet from the hub, exactly where a gevent Timeout would land.
+The API mirrors the socket methods the data path uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import os
+import socket
+import time
+
+import gevent
+from gevent import get_hub, getcurrent
+from gevent import socket as gsocket
+
+from prefork_proxy.values import Address
+
+SWEEP_INTERVAL = 0.25
+_READ, _WRITE = 1, 2
+_monotonic = time.monotonic
+_waiting: set[Stream] = set()
+
+
+class Stream:
+    __slots__ = ("sock", "hub", "read_event", "write_event", "timeout", "deadline",
+                 "waiter", "__weakref__")
+
+    def __init__(self, sock: socket.socket, timeout: float | None = None) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.hub = hub = get_hub()
+        fileno = sock.fileno()
+        self.read_event = hub.loop.io(fileno, _READ)
+        self.write_event = hub.loop.io(fileno, _WRITE)
+        self.timeout = timeout
+        self.deadline = 0.0
+        self.waiter = None
+
+    # -- waiting -------------------------------------------------------------------
+    def _wait(self, watcher) -> None:  # noqa: ANN001
+        if self.timeout is None:
+            self.hub.wait(watcher)
+            return
+        self.deadline = _monotonic() + self.timeout
+        self.waiter = getcurrent()
+        _waiting.add(self)
+        try:
+            self.hub.wait(watcher)
+        finally:
+            _waiting.discard(self)
+            self.waiter = None
+
+    def wait_readable(self) -> None:
+        """Park until there is something to read (or EOF), holding no buffer."""
+        self._wait(self.read_event)
+
+    # -- the socket methods the data path uses -------------------------------------
+    def settimeout(self, timeout: float | None) -> None:
+        self.timeout = timeout
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        while True:
+            try:
+                return self.sock.recv(size, flags)
+            except BlockingIOError:
+                self._wait(self.read_event)
+
+    def recv_into(self, buffer, size: int = 0) -> int:  # noqa: ANN001
+        while True:
+            try:
+                return self.sock.recv_into(buffer, size)
+            except BlockingIOError:
+                self._wait(self.read_event)
+
+    def send(self, data) -> int:  # noqa: ANN001
+        while True:
+            try:
+                return self.sock.send(data)
+            except BlockingIOError:
+                self._wait(self.write_event)
+
+    def sendall(self, data) -> None:  # noqa: ANN001
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        view = memoryview(data)[sent:]
+        while view:
+            self._wait(self.write_event)
+            try:
+                view = view[self.sock.send(view):]
+            except BlockingIOError:
+                pass
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def setsockopt(self, *args: int) -> None:
+        self.sock.setsockopt(*args)
+
+    def shutdown(self, how: int) -> None:
+        self.sock.shutdown(how)
+
+    def close(self) -> None:
+        self.read_event.close()
+        self.write_event.close()
+        self.sock.close()
+
+    def alive(self) -> bool:
+        """An idle keep-alive connection has nothing to read: no EOF, no stray bytes."""
+        try:
+            self.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return False
+
+
+def accepted(sock: gsocket.socket) -> Stream:
+    """Take over a socket accepted by gevent's StreamServer."""
+    return Stream(socket.socket(fileno=sock.detach()))
+
+
+_numeric: dict[str, bool] = {}
+
+
+def connect(address: Address, timeout: float) -> Stream:
+    """Connect to a peer; raises TimeoutError or OSError like a socket would."""
+    if address.is_unix:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        target: object = address.path
+    else:
+        host = address.host
+        numeric = _numeric.get(host)
+        if numeric is None:
+            try:
+                ipaddress.ip_address(host)
+                numeric = _numeric[host] = True
+            except ValueError:
+                numeric = _numeric[host] = False
+        if numeric:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            target = (host, address.port)
+        else:  # a name: gevent's resolver, so a slow DNS answer blocks only this greenlet
+            family, _, _, _, target = gsocket.getaddrinfo(
+                host, address.port, 0, socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    stream = Stream(sock, timeout)
+    try:
+        error = sock.connect_ex(target)
+        if error in (errno.EINPROGRESS, errno.EAGAIN):
+            stream._wait(stream.write_event)
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            raise OSError(error, os.strerror(error))
+    except BaseException:
+        stream.close()
+        raise
+    return stream
+
+
+def _expire(stream: Stream, waiter: object) -> None:
+    # Runs in the hub: the stream may have been woken since the sweep looked.
+    if stream.waiter is waiter and waiter is not None and _monotonic() >= stream.deadline:
+        with contextlib.suppress(Exception):
+            waiter.throw(TimeoutError("timed out"))
+
+
+def sweep_timeouts() -> None:
+    """The worker's timeout sweeper: runs for the worker's whole life."""
+    loop = get_hub().loop
+    while True:
+        gevent.sleep(SWEEP_INTERVAL)
+        if not _waiting:
+            continue
+        now = _monotonic()
+        for stream in [s for s in _waiting if s.deadline <= now]:
+            loop.run_callback(_expire, stream, stream.waiter)
