@@ -28,7 +28,7 @@ class Request:
 
     __slots__ = ("method", "target", "path", "query", "version", "headers", "host",
                  "content_length", "chunked", "keep_alive", "upgrade", "expect_continue",
-                 "connection_tokens")
+                 "connection_tokens", "has_body")
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
@@ -39,10 +39,8 @@ class Request:
         self.upgrade: bytes | None = None
         self.expect_continue = False
         self.connection_tokens: frozenset[bytes] = _NO_TOKENS
+        self.has_body = False  # chunked, or a Content-Length above 0
 
-    @property
-    def has_body(self) -> bool:
-        return self.chunked or bool(self.content_length)
 
     def header(self, lower_name: bytes) -> bytes | None:
         for name, value in self.headers:
@@ -212,6 +210,7 @@ def _check_head(request: Request) -> None:
     # RFC 9112 §6.3: Content-Length with Transfer-Encoding, or two lengths, is smuggling.
     if content_lengths > 1 or (content_lengths and request.chunked):
         raise HttpError(400, "ambiguous request framing")
+    request.has_body = request.chunked or bool(request.content_length)
     if upgrade is not None and connection_upgrade:
         request.upgrade = upgrade
     target = request.target

@@ -50,11 +50,11 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
     )
     tried: set[int] = set()
     free_retry = True
-    last_error = UpstreamError(502, f"no live upstreams in {location.upstream.name}")
+    last_error = None
     peer_index = balancer.choose(tried, conn.client_ip, time.monotonic())
     while True:
         if peer_index is None:
-            raise last_error
+            raise last_error or UpstreamError(502, f"no live upstreams in {location.upstream.name}")
         connection: UpstreamConnection | None = None
         body_sent = False
         try:
