@@ -120,7 +120,8 @@ def _connect(conn, request, location, balancer):  # noqa: ANN001, ANN202
 
 
 def _request_vars(conn, request, content_length: int | None, params: UwsgiParams):  # noqa: ANN001, ANN202
-    sock = conn.sock
+    # The client socket may be a workers.stream.Stream, which wraps the socket.
+    sock = getattr(conn.sock, "sock", conn.sock)
     try:
         peer, local = sock.getpeername(), sock.getsockname()
     except OSError:
@@ -147,17 +148,13 @@ def _request_vars(conn, request, content_length: int | None, params: UwsgiParams
 
 
 def _server_name(request, local_ip: str) -> bytes:  # noqa: ANN001
-    """nginx's `$host`: the request line's host, else Host, without port, lower-cased.
+    """The Host without its port, lower-cased (nginx's `$host`), else the local address.
 
     nginx sends `$server_name` (the server block's first `server_name`, "" if
     none); prefork-proxy has no server_name, so the name the client asked for
     stands in, and the local address when the request names none (HTTP/1.0).
     """
-    target = request.target
-    if target[:1] != b"/" and b"://" in target:
-        host = target.partition(b"://")[2].partition(b"/")[0].partition(b"?")[0]
-    else:
-        host = request.host
+    host = request.host
     if not host:
         return local_ip.encode("ascii")
     if host[:1] == b"[":  # an IPv6 literal: [::1]:8080
@@ -219,17 +216,15 @@ def _read_reply_head(sock, packet_size: int) -> tuple[UpstreamResponse, bytes]: 
                 raise UpstreamError(502, "uwsgi server sent too big a reply head")
             more = sock.recv(65536)
             if not more:
-                hint = ""
-                if packet_size > UWSGI_DEFAULT_BUFFER_SIZE + 4:
-                    hint = (f" (the request's vars are {packet_size - 4} bytes: is uWSGI's "
-                            f"--buffer-size at least that?)")
                 what = "an incomplete reply head" if data else "no reply"
-                raise UpstreamError(502, f"uwsgi server closed the connection with {what}{hint}")
+                raise UpstreamError(502, f"uwsgi server closed the connection with {what}"
+                                         + _size_hint(data, packet_size))
             data += more
     except TimeoutError:
         raise UpstreamError(504, "uwsgi server timed out while the reply was read") from None
     except OSError as exc:
-        raise UpstreamError(502, f"reading the reply from uwsgi failed: {exc}") from None
+        raise UpstreamError(502, f"reading the reply from uwsgi failed: {exc}"
+                                 + _size_hint(data, packet_size)) from None
     head, rest = data[:end], data[end:]
     if not (head.startswith(b"HTTP/") and head.endswith(b"\r\n\r\n")):
         # CGI-style (or bare-LF) head: rewrite it as the HTTP head it means.
@@ -237,6 +232,14 @@ def _read_reply_head(sock, packet_size: int) -> tuple[UpstreamResponse, bytes]: 
     response = UpstreamResponse()
     response.feed(head)
     return response, rest
+
+
+def _size_hint(data: bytes, packet_size: int) -> str:
+    """uWSGI drops a packet over its --buffer-size (4096 by default) with no reply."""
+    if data or packet_size <= UWSGI_DEFAULT_BUFFER_SIZE + 4:
+        return ""
+    return (f" (the request's vars are {packet_size - 4} bytes: is uWSGI's --buffer-size "
+            f"at least that?)")
 
 
 def _request_line(request) -> str:  # noqa: ANN001

@@ -6,8 +6,10 @@
           --processes 2 --buffer-size 65535 --die-on-term
 
 in its own process group, waits until the socket accepts, and kills the
-group afterwards. `uwsgi_server` is the pytest fixture form: a factory that
-starts servers and stops them all at teardown. Apps live in `uwsgi_apps/`.
+group afterwards. `uwsgi_servers(dir)` is a factory that starts servers and
+stops them all on exit, and `uwsgi_server` its pytest fixture form (import
+it into a test module, or wrap `uwsgi_servers` in a fixture of your own).
+Apps live in `uwsgi_apps/`.
 """
 
 from __future__ import annotations
@@ -122,14 +124,22 @@ def running_uwsgi(
             os.unlink(socket)
 
 
-@pytest.fixture
-def uwsgi_server(tmp_path: Path) -> Iterator[Callable[..., UwsgiServer]]:
-    """Factory: `uwsgi_server("hello.py", unix=False)` -> a running UwsgiServer."""
+@contextmanager
+def uwsgi_servers(workdir: Path) -> Iterator[Callable[..., UwsgiServer]]:
+    """A factory `start("hello.py", unix=False, ...)`; every server it started stops on exit."""
     counter = itertools.count()
     with ExitStack() as stack:
 
         def start(app: str | Path, **options: object) -> UwsgiServer:
-            workdir = tmp_path / f"uwsgi{next(counter)}"
-            return stack.enter_context(running_uwsgi(app, workdir, **options))
+            return stack.enter_context(
+                running_uwsgi(app, workdir / f"uwsgi{next(counter)}", **options)
+            )
 
+        yield start
+
+
+@pytest.fixture
+def uwsgi_server(tmp_path: Path) -> Iterator[Callable[..., UwsgiServer]]:
+    """Fixture form of `uwsgi_servers`: `uwsgi_server("hello.py")` -> a running UwsgiServer."""
+    with uwsgi_servers(tmp_path) as start:
         yield start
