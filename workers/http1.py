@@ -62,6 +62,7 @@ class RequestReader:
         self.head_size = 0
         self.upgrade_rest: bytes | None = None  # bytes after an Upgrade request's head
         self.started = False  # bytes of the next request have arrived
+        self.served = False  # a request head was read on this connection
 
     # -- httptools callbacks ---------------------------------------------------
     def on_message_begin(self) -> None:
@@ -94,8 +95,8 @@ class RequestReader:
         self.events.append((_END, None))
 
     # -- reading -----------------------------------------------------------------
-    def _fill(self) -> None:
-        data = self.sock.recv(RECV_SIZE)
+    def _fill(self, expect_wait: bool = False) -> None:
+        data = self.sock.recv_when_ready(RECV_SIZE) if expect_wait else self.sock.recv(RECV_SIZE)
         if not data:
             raise ClientClosed()
         self.started = True
@@ -119,9 +120,12 @@ class RequestReader:
         """The next request head, or None if the client closed between requests."""
         self.started = bool(self.events)
         self.sock.settimeout(idle_timeout)
+        # After a response, the next request cannot be here yet: wait before reading.
+        expect_wait = self.served
         while not self.events:
             try:
-                self._fill()
+                self._fill(expect_wait)
+                expect_wait = False
             except ClientClosed:
                 if self.started:
                     raise HttpError(400, "client closed the connection mid-request") from None
@@ -130,6 +134,7 @@ class RequestReader:
         kind, request = self.events.popleft()
         if kind != _HEAD:
             raise HttpError(400, "request body was not consumed")  # a caller bug
+        self.served = True
         if not request.has_body and self.events and self.events[0][0] == _END:
             # llhttp ends a bodiless message in the same feed as its head.
             self.events.popleft()
@@ -168,7 +173,9 @@ class RequestReader:
 def _check_head(request: Request) -> None:
     """What llhttp leaves to the application, answered as nginx and RFC 9112 do."""
     if request.version not in ("1.1", "1.0"):
-        raise HttpError(505, f"HTTP/{request.version} is not supported")
+        # DESIGN.md: HTTP/0.9 is a bad request (no head to answer); 2.0+ is 505.
+        raise HttpError(400 if request.version == "0.9" else 505,
+                        f"HTTP/{request.version} is not supported")
     if request.method == b"CONNECT":
         raise HttpError(405, "CONNECT is not supported by a reverse proxy")
     hosts = 0
@@ -210,6 +217,9 @@ def _check_head(request: Request) -> None:
     # RFC 9112 §6.3: Content-Length with Transfer-Encoding, or two lengths, is smuggling.
     if content_lengths > 1 or (content_lengths and request.chunked):
         raise HttpError(400, "ambiguous request framing")
+    # RFC 9112 §6.1 and nginx: Transfer-Encoding in an HTTP/1.0 request is faulty framing.
+    if request.chunked and request.version != "1.1":
+        raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")
     request.has_body = request.chunked or bool(request.content_length)
     if upgrade is not None and connection_upgrade:
         request.upgrade = upgrade

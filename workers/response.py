@@ -105,7 +105,8 @@ def read_response_head(
         while end < 0:
             if len(data) > MAX_RESPONSE_HEAD:
                 raise UpstreamError(502, "upstream sent too big a header")
-            more = sock.recv(65536)
+            # The first read is of a reply to what was just sent: wait, then read.
+            more = sock.recv(65536) if data else sock.recv_when_ready(65536)
             if not more:
                 raise UpstreamError(502, "upstream closed the connection before a response")
             data += more

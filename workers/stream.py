@@ -78,6 +78,13 @@ class Stream:
             except BlockingIOError:
                 self._wait(self.read_event)
 
+    def recv_when_ready(self, size: int) -> bytes:
+        """recv() for data that cannot have arrived yet (a reply to what we just
+        sent, the next request after a response): wait first, which saves the
+        EAGAIN round trip a plain recv() would make."""
+        self._wait(self.read_event)
+        return self.recv(size)
+
     def recv_into(self, buffer, size: int = 0) -> int:  # noqa: ANN001
         while True:
             try:
