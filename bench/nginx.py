@@ -95,6 +95,7 @@ def proxy_config(
     http_port: int,
     ws_port: int,
     uwsgi_port: int,
+    ws_bulk_port: int,
 ) -> str:
     """nginx as a careful operator configures it for the same three routes."""
     params = prefix / "uwsgi_params"
@@ -121,6 +122,13 @@ http {{
         # nginx's documented WebSocket proxying: three lines, default buffers.
         location /ws {{
             proxy_pass http://127.0.0.1:{ws_port};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_read_timeout 1h;
+        }}
+        location /wsbulk {{
+            proxy_pass http://127.0.0.1:{ws_bulk_port};
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection "upgrade";

@@ -72,14 +72,18 @@ class Mitmproxy(Proxy):
     def __init__(self, work: Path, log_dir: Path) -> None:
         super().__init__(work, log_dir)
         self.ws_port = 0
+        self.ws_bulk_port = 0
 
     def launch(self, workers: int, upstreams: Upstreams, port: int) -> procs.Process:
         self.ws_port = procs.free_port()
+        self.ws_bulk_port = procs.free_port()
         mitmdump = shutil.which("mitmdump", path=str(Path(sys.executable).parent)) or "mitmdump"
         argv = [
             mitmdump,
             "--mode", f"reverse:http://127.0.0.1:{upstreams.http_port}@127.0.0.1:{port}",
             "--mode", f"reverse:http://127.0.0.1:{upstreams.ws_port}@127.0.0.1:{self.ws_port}",
+            "--mode",
+            f"reverse:http://127.0.0.1:{upstreams.ws_bulk_port}@127.0.0.1:{self.ws_bulk_port}",
             "--quiet",
             "--set", "stream_large_bodies=1",
             "--set", "connection_strategy=lazy",
@@ -93,10 +97,12 @@ class Mitmproxy(Proxy):
         endpoints = super().start(workers, upstreams)
         assert self.process is not None
         procs.wait_for_port(self.ws_port, self.process)
+        procs.wait_for_port(self.ws_bulk_port, self.process)
         return endpoints
 
     def routes(self, port: int) -> Endpoints:
-        return Endpoints(http=f"http://127.0.0.1:{port}", ws=f"ws://127.0.0.1:{self.ws_port}/ws")
+        return Endpoints(http=f"http://127.0.0.1:{port}", ws=f"ws://127.0.0.1:{self.ws_port}/ws",
+                         ws_bulk=f"ws://127.0.0.1:{self.ws_bulk_port}/wsbulk")
 
     def version(self) -> str:
         return importlib.metadata.version(self.package)

@@ -24,8 +24,9 @@ REPO = Path(__file__).resolve().parent.parent
 @dataclass(frozen=True)
 class Endpoints:
     http: str | None = None   # base URL, e.g. http://127.0.0.1:PORT
-    ws: str | None = None     # ws://127.0.0.1:PORT/ws
+    ws: str | None = None     # ws://127.0.0.1:PORT/ws (websockets echo server)
     uwsgi: str | None = None  # http://127.0.0.1:PORT/uwsgi/
+    ws_bulk: str | None = None  # ws://127.0.0.1:PORT/wsbulk (bench/ws_blast.py)
 
 
 class Proxy:
@@ -132,6 +133,11 @@ listen = ["127.0.0.1:{port}"]
   read_timeout = "1h"
 
   [[server.location]]
+  path = "/wsbulk"
+  proxy_pass = "127.0.0.1:{upstreams.ws_bulk_port}"
+  read_timeout = "1h"
+
+  [[server.location]]
   path = "/uwsgi/"
   uwsgi_pass = "127.0.0.1:{upstreams.uwsgi_port}"
 """)
@@ -140,7 +146,8 @@ listen = ["127.0.0.1:{port}"]
 
     def routes(self, port: int) -> Endpoints:
         base = f"127.0.0.1:{port}"
-        return Endpoints(f"http://{base}", f"ws://{base}/ws", f"http://{base}/uwsgi/")
+        return Endpoints(f"http://{base}", f"ws://{base}/ws", f"http://{base}/uwsgi/",
+                         f"ws://{base}/wsbulk")
 
     def version(self) -> str:
         result = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
@@ -156,12 +163,14 @@ class Nginx(Proxy):
         prefix = self.work / f"nginx-proxy-{port}"
         prefix.mkdir(parents=True, exist_ok=True)
         config = nginx.proxy_config(prefix, port, workers, upstreams.http_port,
-                                    upstreams.ws_port, upstreams.uwsgi_port)
+                                    upstreams.ws_port, upstreams.uwsgi_port,
+                                    upstreams.ws_bulk_port)
         return nginx.start(f"nginx-proxy-{port}", prefix, config, self.log_dir)
 
     def routes(self, port: int) -> Endpoints:
         base = f"127.0.0.1:{port}"
-        return Endpoints(f"http://{base}", f"ws://{base}/ws", f"http://{base}/uwsgi/")
+        return Endpoints(f"http://{base}", f"ws://{base}/ws", f"http://{base}/uwsgi/",
+                         f"ws://{base}/wsbulk")
 
     def version(self) -> str:
         return nginx.version()

@@ -1,7 +1,8 @@
 """The throughput scenarios: what load each one sends, through which route, and its unit.
 
-HTTP scenarios use wrk (`--latency` gives p50/p90/p99); WebSocket scenarios use
-bench/ws_load.py. A scenario measures one proxy for one run and returns its
+HTTP scenarios use wrk (`--latency` gives p50/p90/p99); WebSocket round trips
+use bench/ws_load.py (the `websockets` client) and bulk throughput uses
+bench/ws_blast.py. A scenario measures one proxy for one run and returns its
 number; a route the proxy does not serve raises NotApplicable.
 """
 
@@ -13,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import procs, wrk
+from bench import procs, wrk, ws_blast
 from bench.proxies import Proxy
 from bench.results import Latency
 
@@ -45,6 +46,7 @@ class WrkScenario:
     headers: tuple[str, ...] = ()
     script: Path | None = None
     mib_per_request: float | None = None  # set: report MiB/s instead of requests/s
+    min_seconds: float = 0.0   # long enough for a slow proxy to finish a few requests
 
     def url(self, proxy: Proxy) -> str:
         base = getattr(proxy.endpoints, self.route)
@@ -53,8 +55,8 @@ class WrkScenario:
         return base.rstrip("/") + self.path if self.path else base
 
     def measure(self, proxy: Proxy, seconds: float, log_dir: Path) -> Measurement:
-        result = wrk.run(self.url(proxy), seconds, self.threads, self.connections, log_dir,
-                         self.headers, self.script)
+        result = wrk.run(self.url(proxy), max(seconds, self.min_seconds), self.threads,
+                         self.connections, log_dir, self.headers, self.script)
         if result.requests == 0:
             raise RuntimeError(f"no request completed ({result.failed} failed)")
         value = result.requests_per_second
@@ -69,7 +71,7 @@ class WsScenario:
     key: str
     title: str
     unit: str
-    mode: str           # ws_load mode: "bulk" or "echo"
+    mode: str           # ws_load mode
     field: str          # the JSON field that holds the figure
     tunnels: int = 1
 
@@ -79,6 +81,22 @@ class WsScenario:
         argv = ws_load_command(self.mode, proxy.endpoints.ws, seconds, self.tunnels)
         result = run_ws_load(argv, log_dir, timeout=seconds + 60)
         return Measurement(result[self.field], None, " ".join(argv[1:]))
+
+
+@dataclass(frozen=True)
+class WsBulkScenario:
+    key: str
+    title: str
+    unit: str
+    direction: str      # "down" (upstream -> client) or "up" (client -> upstream)
+
+    def measure(self, proxy: Proxy, seconds: float, log_dir: Path) -> Measurement:
+        if proxy.endpoints.ws_bulk is None:
+            raise NotApplicable("no WebSocket tunnelling")
+        stream = ws_blast.down if self.direction == "down" else ws_blast.up
+        url = proxy.endpoints.ws_bulk
+        return Measurement(stream(url, seconds), None,
+                           f"bench.ws_blast.{self.direction}({url!r}, {seconds:g})")
 
 
 def ws_load_command(mode: str, url: str, seconds: float, tunnels: int) -> list[str]:
@@ -116,13 +134,15 @@ WRK_SCENARIOS = [
                 threads=2, connections=16, mib_per_request=1.0),
     WrkScenario("upload_10mib", "10 MiB upload (PUT)", "MiB/s", "http", "/upload/body",
                 threads=2, connections=4, script=wrk.UPLOAD_SCRIPT,
-                mib_per_request=UPLOAD_MIB),
+                mib_per_request=UPLOAD_MIB, min_seconds=3),
     WrkScenario("uwsgi_hello", "uwsgi hello world (uWSGI, 2 processes)", "requests/s", "uwsgi",
                 "", threads=2, connections=32),
 ]
 
-WS_SCENARIOS = [
-    WsScenario("ws_bulk", "WebSocket bulk, one tunnel", "MB/s", "bulk", "mb_per_s"),
+WS_SCENARIOS: list[WsScenario | WsBulkScenario] = [
+    WsBulkScenario("ws_bulk_down", "WebSocket bulk, one tunnel, upstream to client", "MB/s",
+                   "down"),
+    WsBulkScenario("ws_bulk_up", "WebSocket bulk, one tunnel, client to upstream", "MB/s", "up"),
     WsScenario("ws_echo_100", "WebSocket echo, 100 tunnels", "round trips/s", "echo",
                "round_trips_per_s", tunnels=100),
 ]

@@ -3,7 +3,9 @@
 * HTTP: a dedicated nginx (1 worker, keep-alive on) serving a small fixed body,
   a 1 MiB static file and a PUT sink on tmpfs. It is fast, so the proxy's own
   cost is what shows.
-* WebSocket: the `websockets` package's echo server (bench/ws_echo.py).
+* WebSocket: the `websockets` package's echo server (bench/ws_echo.py) for
+  round trips and idle tunnels, and bench/ws_blast.py, a raw-socket WebSocket
+  peer that streams pre-built frames at memory speed, for bulk throughput.
 * uwsgi: the real uWSGI server, `--master --processes 2`, on bench/uwsgi_app.py.
 
 All of them run at `procs.UPSTREAM_NICE`, a fixed priority above the proxies.
@@ -30,6 +32,7 @@ class Upstreams:
     http_port: int
     ws_port: int
     uwsgi_port: int
+    ws_bulk_port: int
     processes: list[procs.Process] = field(default_factory=list)
     dav_root: Path | None = None
 
@@ -58,7 +61,7 @@ def start_upstreams(work: Path, log_dir: Path) -> Upstreams:
         path.chmod(0o777)  # nginx workers run as nobody when started as root
 
     upstreams = Upstreams(procs.free_port(), procs.free_port(), procs.free_port(),
-                          dav_root=dav_root)
+                          procs.free_port(), dav_root=dav_root)
     http = nginx.start(
         "upstream-nginx",
         work / "upstream-nginx",
@@ -75,6 +78,14 @@ def start_upstreams(work: Path, log_dir: Path) -> Upstreams:
         nice=procs.UPSTREAM_NICE,
     )
     upstreams.processes.append(ws)
+    blast = procs.start(
+        "upstream-ws-blast",
+        [sys.executable, "-m", "bench.ws_blast", "serve", str(upstreams.ws_bulk_port)],
+        log_dir,
+        cwd=BENCH_DIR.parent,
+        nice=procs.UPSTREAM_NICE,
+    )
+    upstreams.processes.append(blast)
     uwsgi = procs.start(
         "upstream-uwsgi",
         [
@@ -89,7 +100,7 @@ def start_upstreams(work: Path, log_dir: Path) -> Upstreams:
     )
     upstreams.processes.append(uwsgi)
     for process, port in ((http, upstreams.http_port), (ws, upstreams.ws_port),
-                          (uwsgi, upstreams.uwsgi_port)):
+                          (uwsgi, upstreams.uwsgi_port), (blast, upstreams.ws_bulk_port)):
         procs.wait_for_port(port, process)
     return upstreams
 

@@ -3,9 +3,6 @@
 No packaged tool fits WebSocket load, so this small bounded client does it.
 Each mode prints one JSON line on stdout:
 
-* bulk: one tunnel; 1 MiB binary messages echoed with 4 in flight; reports
-  `mb_per_s`, echoed payload MB (10^6 bytes) per second (each byte crosses the
-  tunnel twice).
 * echo: N tunnels, each sending a 32-byte message and waiting for its echo, in a
   loop; reports `round_trips_per_s` over all tunnels.
 * idle: opens N tunnels, prints `{"open": n}`, then holds them without traffic
@@ -17,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from typing import Any
@@ -29,38 +25,6 @@ CONNECT = {"compression": None, "max_size": None, "ping_interval": None, "open_t
 
 def report(result: dict[str, Any]) -> None:
     print(json.dumps(result), flush=True)
-
-
-async def bulk(url: str, seconds: float, size: int = 1 << 20, window: int = 4) -> None:
-    payload = os.urandom(size)
-    async with connect(url, **CONNECT) as websocket:
-        await websocket.send(payload)  # warm the path before the clock starts
-        await websocket.recv()
-        in_flight = asyncio.Semaphore(window)
-        start = time.perf_counter()
-        deadline = start + seconds
-        sent = 0
-
-        async def send_until_deadline() -> None:
-            nonlocal sent
-            while time.perf_counter() < deadline:
-                await in_flight.acquire()
-                await websocket.send(payload)
-                sent += 1
-
-        sender = asyncio.create_task(send_until_deadline())
-        received = 0
-        last = start
-        while not (sender.done() and received >= sent):
-            try:
-                await asyncio.wait_for(websocket.recv(), timeout=seconds + 10)
-            except TimeoutError:
-                break
-            received += 1
-            last = time.perf_counter()
-            in_flight.release()
-        await sender
-    report({"mb_per_s": received * size / (last - start) / 1e6, "messages": received})
 
 
 async def _open(url: str, count: int, concurrency: int) -> list[ClientConnection]:
@@ -107,15 +71,13 @@ async def idle(url: str, tunnels: int, hold: float) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ws_load")
-    parser.add_argument("mode", choices=["bulk", "echo", "idle"])
+    parser.add_argument("mode", choices=["echo", "idle"])
     parser.add_argument("url")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--tunnels", type=int, default=100)
     parser.add_argument("--hold", type=float, default=120.0)
     args = parser.parse_args(argv)
-    if args.mode == "bulk":
-        coroutine = bulk(args.url, args.seconds)
-    elif args.mode == "echo":
+    if args.mode == "echo":
         coroutine = echo(args.url, args.seconds, args.tunnels)
     else:
         coroutine = idle(args.url, args.tunnels, args.hold)

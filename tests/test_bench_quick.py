@@ -23,7 +23,8 @@ PEERS = ("proxy.py", "mitmproxy")
 # Figures that prefork-proxy cannot produce until its feature lands; empty this
 # as the features land (issue 6: WebSocket tunnels).
 PENDING: set[tuple[str, str]] = {
-    ("prefork-proxy", "ws_bulk"),
+    ("prefork-proxy", "ws_bulk_down"),
+    ("prefork-proxy", "ws_bulk_up"),
     ("prefork-proxy", "ws_echo_100"),
     ("prefork-proxy", "ws_idle_tunnel"),
 }
