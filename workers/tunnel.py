@@ -1,87 +1,204 @@
-"""WebSocket (Upgrade) tunnels: after a 101, a byte pump in both directions.
+"""WebSocket (Upgrade) tunnels: after a 101, bytes pumped both ways by the event loop.
 
-One pump runs in the connection's own greenlet, the other in one more greenlet
-(STYLE.md: at most one extra per tunnel). A pump holds no buffer while it
-waits: it blocks in a 1-byte MSG_PEEK recv, then borrows a large pooled buffer,
-reads what is there, sends it, and gives the buffer back. Idle tunnels thus
-cost only their sockets and greenlets, and busy ones move data in big blocks.
+Each direction is a read watcher on its source socket, as nginx's upgraded
+mode is two event handlers rather than two threads: when the source is
+readable, its callback borrows a large pooled buffer, reads once, sends what
+it read, and gives the buffer back. An idle tunnel thus holds no buffer and no
+greenlet of its own (only the connection's greenlet, parked until the tunnel
+ends), and a busy one moves data in big blocks. If the destination cannot
+take everything, the direction keeps the rest (and the buffer), stops reading
+its source and waits for the destination to be writable: TCP back-pressure
+reaches the sender, and memory stays bounded by one buffer per direction.
 
-nginx rules kept here: bytes the client sent after the request head are
-delivered first; there is no half-close, so when either side ends (and what it
-sent is flushed) both close; the tunnel closes after `read_timeout` with no
-traffic in either direction (pings count, since they are traffic).
+nginx rules kept here (ngx_http_upstream_process_upgraded):
+* bytes the upstream sent after its 101 head, and bytes the client sent after
+  its request head, are delivered first;
+* no half-close: once either side reaches EOF (its own data already sent),
+  both sides are closed; the tunnel also ends on any socket error;
+* the tunnel closes after `read_timeout` with no traffic in either direction.
+  WebSocket pings and pongs are traffic, which is how an origin keeps an
+  otherwise quiet connection open (nginx's documentation recommends them).
 """
 
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 
-import gevent
+from gevent import get_hub
+from gevent.hub import Waiter
 
 from workers.buffers import pool
 from workers.stats import stats
 
+_READ, _WRITE = 1, 2  # libev event masks
 
-class _Tunnel:
-    __slots__ = ("idle_timeout", "last_activity", "ended")
 
-    def __init__(self, idle_timeout: float) -> None:
+class _Direction:
+    """Bytes from `source` to `destination`, moved by watcher callbacks in the hub."""
+
+    __slots__ = ("tunnel", "source", "destination", "to_client", "reader", "writer",
+                 "held", "pending")
+
+    def __init__(self, tunnel: Tunnel, source, destination, to_client: bool) -> None:  # noqa: ANN001
+        self.tunnel = tunnel
+        self.source = source
+        self.destination = destination
+        self.to_client = to_client  # counts as bytes_out (upstream -> client)
+        self.reader = tunnel.loop.io(source.fileno(), _READ)
+        self.writer = None  # made on the first send the destination cannot take at once
+        self.held = None  # the pooled buffer kept while `pending` waits to be sent
+        self.pending = None
+
+    def start(self) -> None:
+        self.reader.start(self.readable)
+
+    def readable(self) -> None:
+        buffer = pool.get()
+        try:
+            count = self.source.recv_into(buffer)
+        except BlockingIOError:  # a spurious wake-up
+            pool.put(buffer)
+            return
+        except OSError:
+            pool.put(buffer)
+            self.tunnel.end()
+            return
+        if not count:  # EOF: everything this side sent is already delivered
+            pool.put(buffer)
+            self.tunnel.end()
+            return
+        tunnel = self.tunnel
+        tunnel.last_activity = time.monotonic()
+        if self.to_client:
+            stats.bytes_out += count
+        else:
+            stats.bytes_in += count
+        try:
+            sent = self.destination.send(buffer[:count])
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            pool.put(buffer)
+            tunnel.end()
+            return
+        if sent == count:
+            pool.put(buffer)
+            return
+        # The destination is full: keep the rest, stop reading until it drains.
+        self.held, self.pending = buffer, buffer[sent:count]
+        self.reader.stop()
+        if self.writer is None:
+            self.writer = tunnel.loop.io(self.destination.fileno(), _WRITE)
+        self.writer.start(self.writable)
+
+    def writable(self) -> None:
+        try:
+            sent = self.destination.send(self.pending)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.tunnel.end()
+            return
+        self.tunnel.last_activity = time.monotonic()
+        if sent < len(self.pending):
+            self.pending = self.pending[sent:]
+            return
+        self.writer.stop()
+        self.release()
+        self.reader.start(self.readable)
+
+    def release(self) -> None:
+        if self.held is not None:
+            self.pending = None
+            pool.put(self.held)
+            self.held = None
+
+    def close(self) -> None:
+        self.reader.close()
+        if self.writer is not None:
+            self.writer.close()
+        self.release()
+
+
+class Tunnel:
+    """Both directions, the idle timer, and the parked connection greenlet."""
+
+    __slots__ = ("loop", "idle_timeout", "last_activity", "timer", "waiter", "ended",
+                 "directions")
+
+    def __init__(self, client_sock, upstream_sock, idle_timeout: float) -> None:  # noqa: ANN001
+        hub = get_hub()
+        self.loop = hub.loop
+        self.waiter = Waiter(hub)
         self.idle_timeout = idle_timeout
         self.last_activity = time.monotonic()
+        self.timer = None
         self.ended = False
+        self.directions = (_Direction(self, client_sock, upstream_sock, False),
+                           _Direction(self, upstream_sock, client_sock, True))
 
-    def pump(self, source, destination, count_out: bool) -> None:  # noqa: ANN001
-        """Copy source -> destination until EOF, error, idle timeout or the other end."""
-        peek = socket.MSG_PEEK
+    def run(self) -> None:
+        """Pump until either side closes, an error, or the idle timeout."""
         try:
-            while not self.ended:
-                try:
-                    if not source.recv(1, peek):  # wait for readability, holding nothing
-                        return
-                except TimeoutError:
-                    if time.monotonic() - self.last_activity >= self.idle_timeout:
-                        return
-                    continue
-                buffer = pool.get()
-                try:
-                    count = source.recv_into(buffer)
-                    if not count:
-                        return
-                    destination.sendall(buffer[:count])
-                finally:
-                    pool.put(buffer)
-                self.last_activity = time.monotonic()
-                if count_out:
-                    stats.bytes_out += count
-                else:
-                    stats.bytes_in += count
-        except OSError:
-            return
+            for direction in self.directions:
+                direction.start()
+            self._arm_timer(self.idle_timeout)
+            self.waiter.get()
         finally:
-            # No half-close (nginx): end the other direction too. SHUT_RD wakes its
-            # pump if it waits for data; if it is sending, it stops after the send.
             self.ended = True
-            with contextlib.suppress(OSError):
-                destination.shutdown(socket.SHUT_RD)
+            for direction in self.directions:
+                direction.close()
+            if self.timer is not None:
+                self.timer.close()
+
+    def _arm_timer(self, delay: float) -> None:
+        if self.timer is not None:
+            self.timer.close()
+        self.timer = self.loop.timer(delay)
+        self.timer.start(self._check_idle)
+
+    def _check_idle(self) -> None:
+        # nginx: proxy_read_timeout counts idle time, not total time. The timer is
+        # re-armed for what is left, so traffic costs nothing but a timestamp.
+        idle = time.monotonic() - self.last_activity
+        if idle >= self.idle_timeout:
+            self.end()
+        else:
+            self._arm_timer(self.idle_timeout - idle)
+
+    def end(self) -> None:
+        """Called from a watcher callback: stop everything and wake the greenlet."""
+        if self.ended:
+            return
+        self.ended = True
+        for direction in self.directions:
+            direction.reader.stop()
+            if direction.writer is not None:
+                direction.writer.stop()
+        if self.timer is not None:
+            self.timer.stop()
+        self.waiter.switch(None)  # last: the greenlet runs the cleanup in `run`
 
 
 def run_tunnel(client_sock, upstream_sock, client_rest: bytes, upstream_rest: bytes,  # noqa: ANN001
                idle_timeout: float) -> None:
-    """Join the client and upstream sockets until the tunnel ends."""
-    tunnel = _Tunnel(idle_timeout)
-    client_sock.settimeout(idle_timeout)
-    upstream_sock.settimeout(idle_timeout)
+    """Join the client and upstream sockets until the tunnel ends; close the upstream.
+
+    The caller (the client connection) closes the client socket afterwards.
+    """
     stats.tunnels += 1
     try:
+        client_sock.settimeout(idle_timeout)
+        upstream_sock.settimeout(idle_timeout)
         if upstream_rest:
             client_sock.sendall(upstream_rest)
         if client_rest:  # nginx: client bytes read past the request head go first
             upstream_sock.sendall(client_rest)
-        downstream = gevent.spawn(tunnel.pump, upstream_sock, client_sock, True)
-        tunnel.pump(client_sock, upstream_sock, False)
-        downstream.join()
+        # From here on the watchers wait; the sockets themselves never block.
+        client_sock.settimeout(0.0)
+        upstream_sock.settimeout(0.0)
+        Tunnel(client_sock, upstream_sock, idle_timeout).run()
     except OSError:
         pass
     finally:
