@@ -25,6 +25,9 @@ log = logging.getLogger("worker")
 HEADER_TIMEOUT = 60.0
 BODY_TIMEOUT = 60.0
 KEEPALIVE_TIMEOUT = 75.0
+# While the worker drains, an idle connection waits this long for its next request
+# (answered with Connection: close) before it is closed (workers/worker.py, drain).
+DRAIN_IDLE_TIMEOUT = 1.0
 SEND_TIMEOUT = 60.0
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -63,12 +66,15 @@ class ClientConnection:
         stats.connections += 1
         worker = self.site.worker
         try:
-            # A draining worker answers with Connection: close and stops here, even
-            # if more pipelined requests were read: the client retries those.
-            while not worker.draining:
+            # A draining worker answers with Connection: close and stops there, even
+            # if more pipelined requests were read: the client retries those. A
+            # connection it accepted, or promised keep-alive, before the drain is
+            # still read: closing it unread would reset the request the client sends.
+            while True:
                 worker.idle.add(self)
+                idle_timeout = DRAIN_IDLE_TIMEOUT if worker.draining else KEEPALIVE_TIMEOUT
                 try:
-                    request = self.reader.read_head(KEEPALIVE_TIMEOUT, HEADER_TIMEOUT)
+                    request = self.reader.read_head(idle_timeout, HEADER_TIMEOUT)
                 finally:
                     worker.idle.discard(self)
                 if request is None:
