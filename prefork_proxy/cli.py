@@ -8,7 +8,7 @@ import signal
 import sys
 
 from prefork_proxy import logs
-from prefork_proxy.config import ConfigError, load_config
+from prefork_proxy.config import Config, ConfigError, load_config
 from prefork_proxy.pidfile import read_pid
 
 DEFAULT_CONFIG = "/etc/prefork-proxy.toml"
@@ -61,15 +61,15 @@ def send_signal(pidfile: str | None, name: str) -> int:
     return 0
 
 
-def run_master(config) -> int:  # noqa: ANN001
+def run_master(config: Config) -> int:
     from setproctitle import setproctitle
 
-    from prefork_proxy import listeners
+    from prefork_proxy import listeners, reexec
     from prefork_proxy.master import Master
 
     logs.setup(config.error_log)
     setproctitle(f"prefork-proxy: master -c {config.path}")
-    master = Master(config)
+    master = Master(config, handover=reexec.is_handover())
     try:
         master.bind(listeners.inherited_sockets())
     except listeners.ListenError as exc:

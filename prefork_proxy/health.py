@@ -24,6 +24,16 @@ def heartbeat_overdue(slot: Slot, now: float, worker_timeout: float) -> bool:
     return now - last > worker_timeout
 
 
+def is_ready(slot: Slot) -> bool:
+    """Whether a worker's servers accept (a draining worker was ready before)."""
+    return slot.state in (READY, DRAINING)
+
+
+def requests_exhausted(slot: Slot, limit: int) -> bool:
+    """max_requests: the worker served its share and should be recycled."""
+    return limit > 0 and slot.requests >= limit
+
+
 def request_limit(max_requests: int, jitter: int) -> int:
     """This worker's recycling threshold: max_requests plus up to `jitter` more,
     so that workers started together do not all recycle at once."""
@@ -74,12 +84,14 @@ class RespawnBackoff:
         self.delay = 0.0
         self.not_before = 0.0
 
-    def worker_died(self, lived: float, now: float) -> None:
+    def worker_died(self, lived: float, now: float) -> float:
+        """Record a worker's death; returns how long the next spawn must wait."""
         if lived >= self.stable_after:
             self.delay = 0.0
         else:
             self.delay = min(self.ceiling, self.delay * 2 if self.delay else self.first)
         self.not_before = now + self.delay
+        return self.delay
 
     def may_spawn(self, now: float) -> bool:
         return now >= self.not_before

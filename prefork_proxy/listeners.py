@@ -111,9 +111,10 @@ def inherit_env(sockets: dict[str, socket.socket]) -> str:
     return ",".join(f"{key}={sock.fileno()}" for key, sock in sockets.items())
 
 
-def close(key: str, sock: socket.socket) -> None:
-    """Close a listener that the config no longer names, removing its socket file."""
+def close(key: str, sock: socket.socket, unlink: bool = True) -> None:
+    """Close a listener, removing its socket file if `unlink` (only the process
+    that bound a unix socket removes its file: not a socket systemd passed in)."""
     sock.close()
-    if key.startswith("unix:"):
+    if unlink and key.startswith("unix:"):
         with contextlib.suppress(OSError):
             os.unlink(key[5:])

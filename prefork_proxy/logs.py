@@ -18,10 +18,20 @@ class _ReopenableHandler(logging.StreamHandler):
             return sys.stderr
         return open(self.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
 
+    def close_file(self) -> None:
+        if self.stream is not sys.stderr:
+            self.stream.close()
+
     def reopen(self) -> None:
+        """Open the path anew; if that fails, keep writing to the old file."""
+        try:
+            stream = self._open()
+        except OSError as exc:
+            logging.getLogger("logs").error("cannot reopen %s: %s", self.path, exc)
+            return
         self.acquire()
         try:
-            old, self.stream = self.stream, self._open()
+            old, self.stream = self.stream, stream
             if old is not sys.stderr:
                 old.close()
         finally:
@@ -37,6 +47,7 @@ def setup(error_log: str) -> None:
     root = logging.getLogger()
     if _handler is not None:
         root.removeHandler(_handler)
+        _handler.close_file()  # a reload must not leak the old log's descriptor
     _handler = _ReopenableHandler(error_log)
     _handler.setFormatter(logging.Formatter(_FORMAT, "%Y/%m/%d %H:%M:%S"))
     root.addHandler(_handler)
@@ -44,5 +55,6 @@ def setup(error_log: str) -> None:
 
 
 def reopen() -> None:
+    """Reopen the error log at its path (USR1: logrotate renamed the old file)."""
     if _handler is not None:
         _handler.reopen()

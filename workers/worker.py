@@ -31,13 +31,20 @@ from prefork_proxy.config import Config, Server
 from prefork_proxy.scoreboard import DRAINING, READY, Scoreboard
 from workers import upstreams
 from workers.access_log import AccessLog
-from workers.client import ClientConnection
+from workers.client import DRAIN_IDLE_TIMEOUT, ClientConnection
 from workers.routing import Router
 from workers.stats import stats
 from workers.stream import accepted, sweep_timeouts
 
 log = logging.getLogger("worker")
 HEARTBEAT_INTERVAL = 1.0
+# A draining worker closes idle keep-alive connections this long after the drain
+# starts, not at once. A client that is busy on its connection sends its next
+# request within that time and gets it answered with `Connection: close`, so it
+# never meets the race of a close crossing its request on the wire (the reason
+# RFC 9112 §9.3.1 lets clients retry); only connections idle for this long are
+# closed under it. nginx closes them at once.
+IDLE_CLOSE_DELAY = DRAIN_IDLE_TIMEOUT
 # Signals a worker handles (DESIGN.md, Signals: QUIT drains, TERM/INT stop, USR1 reopens).
 _WORKER_SIGNALS = frozenset({signal.SIGQUIT, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1})
 
@@ -150,10 +157,14 @@ class Worker:
         self.scoreboard.set_state(self.slot, DRAINING)
         for server in self.servers:
             server.close()
+        upstreams.close_idle_connections()
+        gevent.spawn_later(min(IDLE_CLOSE_DELAY, self.config.graceful_timeout / 2),
+                           self._close_idle_connections)
+        gevent.spawn(self._finish_drain)
+
+    def _close_idle_connections(self) -> None:
         for conn in list(self.idle):
             _close_if_idle(conn)
-        upstreams.close_idle_connections()
-        gevent.spawn(self._finish_drain)
 
     def _finish_drain(self) -> None:
         self.connections.join()
