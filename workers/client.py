@@ -84,6 +84,8 @@ class ClientConnection:
         except (Drained, ClientClosed, TimeoutError, OSError):
             pass
         except HttpError as exc:  # a malformed request: answer and close
+            # What was sent before belongs to the previous request on this connection.
+            self.response_started = False
             self._fail(exc, None)
             self.site.log_request(self, None)
         finally:

@@ -9,7 +9,10 @@ Every response is JSON unless a path asks otherwise:
   /slow/SECONDS     answers after a delay
   /http10/N         an HTTP/1.0 response with no length (ends at close)
   /status/CODE      an empty response with that status
-  /stats            {"connections": how many TCP connections were accepted}
+  /not-modified     a 304 that carries the Content-Length of the full representation
+  /bad-framing      a 200 with two different Content-Length headers (invalid)
+  /stats            {"connections": TCP connections accepted, "requests": requests
+                    other than /stats, "paths": the last 100 of their paths}
 Request bodies may be Content-Length or chunked; they are read and hashed.
 """
 
@@ -22,6 +25,8 @@ import threading
 import time
 
 CONNECTIONS = 0
+REQUESTS = 0
+PATHS: list[str] = []
 LOCK = threading.Lock()
 PIECE = b"x" * 65536
 
@@ -76,9 +81,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def handle_any(self):
-        length, sha = self.read_body()
+        global REQUESTS
         parts = self.path.split("?")[0].strip("/").split("/")
         kind = parts[0]
+        if kind != "stats":
+            with LOCK:
+                REQUESTS += 1
+                PATHS.append(self.path)
+                del PATHS[:-100]
+        length, sha = self.read_body()
         if kind == "bytes":
             size = int(parts[1])
             self.send_response(200)
@@ -114,7 +125,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             return
         if kind == "stats":
-            self.send_json(200, {"connections": CONNECTIONS})
+            with LOCK:
+                stats = {"connections": CONNECTIONS, "requests": REQUESTS, "paths": PATHS[:]}
+            self.send_json(200, stats)
+            return
+        if kind == "not-modified":
+            self.wfile.write(b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\n'
+                             b"Content-Length: 1234\r\n\r\n")
+            return
+        if kind == "bad-framing":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+                             b"Content-Length: 6\r\n\r\nhello!")
+            self.close_connection = True
             return
         self.send_json(200, {
             "method": self.command,

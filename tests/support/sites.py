@@ -1,0 +1,55 @@
+"""A proxy and its upstream shared by a whole test module (module-scoped fixtures).
+
+Starting the real master costs about a second; modules with many small cases
+(hostile inputs, header rules on the wire) start one pair and check each case
+against it, counting what reached the upstream before and after.
+
+    with running_site(directory, config_text) as site: ...
+
+`config_text` may use `{port}` (the proxy's free port) and `{upstream}` (the
+upstream's host:port).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.processes import Proxy, Upstream, free_port
+from tests.support.wire import get
+
+
+@dataclass
+class Site:
+    proxy: Proxy
+    upstream: Upstream
+
+    @property
+    def port(self) -> int:
+        return self.proxy.port
+
+    def upstream_stats(self) -> dict:
+        """The upstream's counters, asked directly (this adds one connection)."""
+        return get(self.upstream.port, "/stats").json()
+
+
+@contextmanager
+def running_site(directory: Path, config_text: str) -> Iterator[Site]:
+    upstream = Upstream(directory / "upstream.log")
+    proxy = None
+    try:
+        port = free_port()
+        path = directory / "proxy.toml"
+        path.write_text(textwrap.dedent(config_text).replace("{port}", str(port))
+                        .replace("{upstream}", upstream.address))
+        proxy = Proxy(path, directory / "proxy.log")
+        proxy.port = port
+        proxy.wait_serving()
+        yield Site(proxy, upstream)
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        upstream.stop()
