@@ -214,7 +214,8 @@ def _read_reply_head(sock, packet_size: int) -> tuple[UpstreamResponse, bytes]: 
         while (end := find_head_end(data)) < 0:
             if len(data) > MAX_RESPONSE_HEAD:
                 raise UpstreamError(502, "uwsgi server sent too big a reply head")
-            more = sock.recv(65536)
+            # The first read is of a reply to what was just sent: wait, then read.
+            more = sock.recv(65536) if data else sock.recv_when_ready(65536)
             if not more:
                 what = "an incomplete reply head" if data else "no reply"
                 raise UpstreamError(502, f"uwsgi server closed the connection with {what}"
