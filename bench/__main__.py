@@ -41,8 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
+def interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def tool_versions() -> dict[str, str]:
@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     runner.say(f"bench: {results.mode} mode, {settings.runs} run(s) of {settings.seconds:g} s, "
                f"proxies {', '.join(results.proxies)}; open files {nofile}; logs in {log_dir}")
 
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    # Installed explicitly: a harness started in the background inherits SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupt)
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     work.chmod(0o755)  # nginx workers (nobody) read files below it
     upstreams = None
