@@ -104,11 +104,12 @@ def _connect(conn, request, location, balancer):  # noqa: ANN001, ANN202
     """Connect to a server of the upstream, skipping those that refuse (nginx's
     `next_upstream error timeout`: nothing has been sent yet)."""
     tried: set[int] = set()
-    error = UpstreamError(502, f"no live uwsgi servers in {location.upstream.name}")
+    error: UpstreamError | None = None
     while True:
         peer_index = balancer.choose(tried, conn.client_ip, time.monotonic())
         if peer_index is None:
-            raise error
+            raise error or UpstreamError(
+                502, f"no live uwsgi servers in {location.upstream.name}")
         address = balancer.peers[peer_index].peer.address
         try:
             return peer_index, connect(address, location.connect_timeout)
