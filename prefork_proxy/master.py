@@ -289,6 +289,8 @@ class Master:
         """Hand over to a pending generation once every new worker is ready."""
         generations = self.generations
         pending = generations.pending
+        if self.stop_deadline is not None:
+            return
         if pending is None:
             ready = self.workers.ready_count(generations.current)
             if not generations.serving and ready >= self.target:

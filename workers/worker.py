@@ -97,11 +97,15 @@ class Worker:
         """Serve until drained or stopped. `blocked` signals were blocked across fork;
         they are unblocked once our handlers are installed, so a QUIT that arrived
         while starting drains (instead of the default action, a core dump)."""
-        drop_privileges(self.config.user, self.config.group)
+        # Everything that reads a file is done as root, before the drop (nginx opens
+        # its logs and sockets the same way): the hub, the servers, lazy imports.
         for server in self.config.servers:
             site = Site(server, self)
             for listen in server.listen:
                 self.servers.append(self._serve(self.sockets[listen.key], site))
+        if self.config.user or self.config.group:
+            _load_lazy_modules()
+        drop_privileges(self.config.user, self.config.group)
         gevent.signal_handler(signal.SIGQUIT, self.drain)
         gevent.signal_handler(signal.SIGTERM, self.stop_now)
         gevent.signal_handler(signal.SIGINT, self.stop_now)
@@ -196,6 +200,17 @@ def _close_if_idle(conn: ClientConnection) -> None:
         if select.select([conn.sock.fileno()], (), (), 0)[0]:
             return
         conn.sock.shutdown(socket.SHUT_RD)  # its recv() returns EOF: a clean close
+
+
+def _load_lazy_modules() -> None:
+    """Import what the data path would import on first use, which an unprivileged
+    user may not be able to read (a Python installed under /root, say)."""
+    import workers.uwsgi  # noqa: F401 - imported on the first uwsgi_pass request
+
+    hub = gevent.get_hub()
+    hub.threadpool  # noqa: B018 - created on first use: the resolver runs in it
+    hub.resolver  # noqa: B018
+    "localhost".encode("idna")  # getaddrinfo() encodes host names with the idna codec
 
 
 def drop_privileges(user: str | None, group: str | None) -> None:
