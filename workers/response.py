@@ -137,6 +137,11 @@ def relay_response(conn, request, upstream_sock, response: UpstreamResponse,  # 
         body = _LENGTH
     else:
         body = _UNTIL_CLOSE
+        # uWSGI and HTTP/1.0 servers close right after a short reply: if the close
+        # is already here, the body is whole and goes out in one send, with a length.
+        rest, whole = _read_available(upstream_sock, rest)
+        if whole:
+            body, response.content_length = _LENGTH, len(rest)
 
     if body == _LENGTH or (body == _NO_BODY and response.content_length is not None
                            and status != 204):
@@ -192,6 +197,21 @@ def relay_response(conn, request, upstream_sock, response: UpstreamResponse,  # 
     if client_11:
         conn.send(header_rules.LAST_CHUNK)
     return keep_alive, False
+
+
+def _read_available(sock, rest: bytes) -> tuple[bytes, bool]:  # noqa: ANN001
+    """`rest` plus whatever can be read without waiting (up to 64 KiB), and whether
+    the upstream has closed (so that is the whole body)."""
+    pieces, size = [rest], len(rest)
+    while size < 65536:
+        data = sock.recv_nowait(65536)
+        if data is None:
+            break
+        if not data:
+            return b"".join(pieces), True
+        pieces.append(data)
+        size += len(data)
+    return b"".join(pieces), False
 
 
 def _frame(data: bytes, chunked: bool) -> bytes:

@@ -35,7 +35,7 @@ _waiting: set[Stream] = set()
 
 
 class Stream:
-    __slots__ = ("sock", "hub", "read_event", "write_event", "timeout", "deadline",
+    __slots__ = ("sock", "hub", "read_event", "_write_event", "timeout", "deadline",
                  "waiter", "__weakref__")
 
     def __init__(self, sock: socket.socket, timeout: float | None = None) -> None:
@@ -44,7 +44,7 @@ class Stream:
         self.hub = hub = get_hub()
         fileno = sock.fileno()
         self.read_event = hub.loop.io(fileno, _READ)
-        self.write_event = hub.loop.io(fileno, _WRITE)
+        self._write_event = None  # made on first need: most sends never wait
         self.timeout = timeout
         self.deadline = 0.0
         self.waiter = None
@@ -62,6 +62,12 @@ class Stream:
         finally:
             _waiting.discard(self)
             self.waiter = None
+
+    @property
+    def write_event(self):  # noqa: ANN201
+        if self._write_event is None:
+            self._write_event = self.hub.loop.io(self.sock.fileno(), _WRITE)
+        return self._write_event
 
     def wait_readable(self) -> None:
         """Park until there is something to read (or EOF), holding no buffer."""
@@ -84,6 +90,13 @@ class Stream:
         EAGAIN round trip a plain recv() would make."""
         self._wait(self.read_event)
         return self.recv(size)
+
+    def recv_nowait(self, size: int) -> bytes | None:
+        """What can be read right now: bytes, b"" at EOF, or None if nothing is there."""
+        try:
+            return self.sock.recv(size)
+        except BlockingIOError:
+            return None
 
     def recv_into(self, buffer, size: int = 0) -> int:  # noqa: ANN001
         while True:
@@ -125,7 +138,8 @@ class Stream:
 
     def close(self) -> None:
         self.read_event.close()
-        self.write_event.close()
+        if self._write_event is not None:
+            self._write_event.close()
         self.sock.close()
 
     def alive(self) -> bool:
@@ -173,14 +187,26 @@ def connect(address: Address, timeout: float) -> Stream:
     try:
         error = sock.connect_ex(target)
         if error in (errno.EINPROGRESS, errno.EAGAIN):
-            stream._wait(stream.write_event)
+            # On loopback the handshake has usually finished (or failed) by now:
+            # look before parking the greenlet for a whole loop iteration.
             error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if not error and not _connected(sock):
+                stream._wait(stream.write_event)
+                error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if error:
             raise OSError(error, os.strerror(error))
     except BaseException:
         stream.close()
         raise
     return stream
+
+
+def _connected(sock: socket.socket) -> bool:
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
 
 
 def _expire(stream: Stream, waiter: object) -> None:
