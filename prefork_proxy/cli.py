@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import resource
 import signal
 import sys
 
@@ -68,6 +70,11 @@ def run_master(config: Config) -> int:
     from prefork_proxy.master import Master
 
     logs.setup(config.error_log)
+    # nginx's worker_rlimit_nofile: a tunnel holds two descriptors in a worker, so a
+    # soft limit of 1024 (systemd's default) would fail near 500 tunnels. Raise it.
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    with contextlib.suppress(ValueError, OSError):  # an unlimited hard limit: keep the soft
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     setproctitle(f"prefork-proxy: master -c {config.path}")
     master = Master(config, handover=reexec.is_handover())
     try:

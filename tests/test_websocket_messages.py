@@ -15,7 +15,7 @@ import pytest
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
 from websockets.sync.client import connect
 
-from tests.support.ws_raw import accept_key
+from tests.support.ws_raw import SAMPLE_KEY, accept_key, upgrade_request
 from tests.support.ws_upstream import ScriptedUpstream, proxy_config, start_ws_echo
 
 OPTIONS = {"compression": None, "max_size": None, "open_timeout": 10, "close_timeout": 10}
@@ -120,30 +120,24 @@ def _read_until(sock: socket.socket, marker: bytes) -> bytes:
 
 def test_bytes_sent_with_the_handshake_are_delivered_first(echo_proxy):
     # nginx: client bytes read past the request head go to the upstream first.
-    key = b"dGhlIHNhbXBsZSBub25jZQ=="
     with socket.create_connection(("127.0.0.1", echo_proxy.port), timeout=10) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\n"
-                     b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key +
-                     b"\r\nSec-WebSocket-Version: 13\r\n\r\n" + _masked_text_frame(b"early"))
+        sock.sendall(upgrade_request() + _masked_text_frame(b"early"))
         data = _read_until(sock, b"early")
     head, _, frames = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101")
-    assert accept_key(key) in head
+    assert accept_key(SAMPLE_KEY) in head
     assert frames == b"\x81\x05early"  # the echo, unmasked from the server
 
 
 def test_bytes_the_upstream_sent_with_its_101_reach_the_client_first(start_proxy):
     # One write from the upstream: the 101 head and a first frame together.
-    key = b"dGhlIHNhbXBsZSBub25jZQ=="
     upstream = ScriptedUpstream(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Accept: " + accept_key(key) + b"\r\n\r\n\x81\x05hello")
+        b"Sec-WebSocket-Accept: " + accept_key(SAMPLE_KEY) + b"\r\n\r\n\x81\x05hello")
     try:
         proxy = start_proxy(proxy_config(upstream.address))
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\n"
-                         b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key +
-                         b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            sock.sendall(upgrade_request())
             data = _read_until(sock, b"hello")
             assert data.partition(b"\r\n\r\n")[2] == b"\x81\x05hello"
             sock.sendall(b"after")  # then the tunnel is open both ways

@@ -7,7 +7,8 @@ do a real RFC 6455 handshake, then move pre-built frames:
 
 * the upstream (`python -m tests.support.ws_raw PORT`) answers the handshake
   with a correct `Sec-WebSocket-Accept`, then echoes every byte it receives;
-* `handshake()` opens a client connection through a proxy and checks its 101;
+* `upgrade_request()` is a client's handshake request; `handshake()` sends
+  one through a proxy and checks the 101;
 * `binary_frame()` builds one masked client frame (RFC 6455 §5.2).
 
 The echoed bytes are the client's masked frames, which the client only
@@ -25,6 +26,7 @@ import struct
 import sys
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
+SAMPLE_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # the key of RFC 6455 §1.3's example
 
 
 def accept_key(key: bytes) -> bytes:
@@ -47,15 +49,20 @@ def binary_frame(payload_size: int) -> bytes:
     return head + os.urandom(4 + payload_size)
 
 
+def upgrade_request(path: str = "/", key: bytes = SAMPLE_KEY, host: str = "test") -> bytes:
+    """A client's WebSocket handshake request (RFC 6455 §4.1)."""
+    return (b"GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            % (path.encode(), host.encode(), key))
+
+
 def handshake(port: int, path: str = "/", host: str = "127.0.0.1",
               timeout: float = 30.0) -> socket.socket:
     """A blocking client socket whose WebSocket handshake (through a proxy) is done."""
     sock = socket.create_connection((host, port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     key = base64.b64encode(os.urandom(16))
-    sock.sendall(b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                 b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                 b"Sec-WebSocket-Version: 13\r\n\r\n" % (path.encode(), host.encode(), port, key))
+    sock.sendall(upgrade_request(path, key, f"{host}:{port}"))
     head = b""
     while b"\r\n\r\n" not in head:
         more = sock.recv(4096)
