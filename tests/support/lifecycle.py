@@ -12,14 +12,16 @@ import http.client
 import os
 import select
 import socket
+import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 
-from tests.support.processes import wait_for
+from tests.support.processes import Process, Proxy, wait_for
 
 # A request on a reused keep-alive connection that the server closed between
 # requests, sent before its FIN arrived, fails before any byte of the response:
@@ -216,3 +218,24 @@ def worker_generations(pid: int) -> list[str]:
         if title.startswith("prefork-proxy: worker"):
             titles.append(title.rsplit("[", 1)[-1].rstrip("]"))
     return sorted(titles)
+
+
+# Execs the proxy as systemd would with one socket: the fd moved to 3,
+# LISTEN_FDS=1 and LISTEN_PID set to the pid that execs (exec keeps the pid).
+_ACTIVATION_LAUNCHER = """
+import os, sys
+os.dup2(int(sys.argv[1]), 3)
+os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
+os.execv(sys.executable, [sys.executable, "-m", "prefork_proxy", "-c", sys.argv[2]])
+"""
+
+
+class ActivatedProxy(Proxy):
+    """The real master started with `listener` passed in by socket activation."""
+
+    def __init__(self, config_path: Path, log_path: Path, listener: socket.socket,
+                 env: dict | None = None) -> None:
+        fd = listener.fileno()
+        Process.__init__(self, [sys.executable, "-c", _ACTIVATION_LAUNCHER, str(fd),
+                                str(config_path)], log_path, env=env, pass_fds=(fd,))
+        self.config_path = config_path
