@@ -135,5 +135,5 @@ class ClientConnection:
         page = error_page(exc.status, close=not keep)
         with contextlib.suppress(OSError):
             self.send(page)
-        self.body_bytes = len(page)
+        self.body_bytes = len(page) - page.index(b"\r\n\r\n") - 4  # nginx: the body only
         return keep

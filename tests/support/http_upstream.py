@@ -11,6 +11,7 @@ Every response is JSON unless a path asks otherwise:
   /status/CODE      an empty response with that status
   /not-modified     a 304 that carries the Content-Length of the full representation
   /bad-framing      a 200 with two different Content-Length headers (invalid)
+  /hop-headers      a 200 carrying hop-by-hop headers the proxy must not relay
   /stats            {"connections": TCP connections accepted, "requests": requests
                     other than /stats, "paths": the last 100 of their paths}
 Request bodies may be Content-Length or chunked; they are read and hashed.
@@ -132,6 +133,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if kind == "not-modified":
             self.wfile.write(b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\n'
                              b"Content-Length: 1234\r\n\r\n")
+            return
+        if kind == "hop-headers":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nConnection: X-Internal\r\n"
+                             b"X-Internal: secret\r\nKeep-Alive: timeout=5\r\n"
+                             b"Proxy-Authenticate: Basic\r\nTrailer: X-Checksum\r\n"
+                             b"Upgrade: h2c\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok")
             return
         if kind == "bad-framing":
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"

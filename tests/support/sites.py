@@ -6,8 +6,8 @@ against it, counting what reached the upstream before and after.
 
     with running_site(directory, config_text) as site: ...
 
-`config_text` may use `{port}` (the proxy's free port) and `{upstream}` (the
-upstream's host:port).
+`config_text` may use `{port}` (the proxy's free port), `{upstream}` (the
+upstream's host:port) and `{dir}` (the directory, for log files).
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def running_site(directory: Path, config_text: str) -> Iterator[Site]:
         port = free_port()
         path = directory / "proxy.toml"
         path.write_text(textwrap.dedent(config_text).replace("{port}", str(port))
-                        .replace("{upstream}", upstream.address))
+                        .replace("{upstream}", upstream.address)
+                        .replace("{dir}", str(directory)))
         proxy = Proxy(path, directory / "proxy.log")
         proxy.port = port
         proxy.wait_serving()
