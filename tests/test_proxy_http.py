@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,9 +23,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support.processes import free_port, wait_for
+from tests.support.processes import ROOT, Process, free_port, port_open, wait_for
 from tests.support.sites import Site, running_site
-from tests.support.wire import Wire, chunked, get, request
+from tests.support.wire import ServerClosed, Wire, chunked, get, request
 
 DEAD_PORT = free_port()  # nothing listens here: connecting is refused
 
@@ -50,6 +51,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
           [[server.location]]
           path = "/prefix/"
           proxy_pass = "http://{upstream}/echo/rewritten/"
+          [[server.location]]
+          path = "/limited/"
+          proxy_pass = "http://{upstream}/echo/"
     """.replace("DEAD_PORT", str(DEAD_PORT))) as running:
         yield running
 
@@ -181,6 +185,54 @@ def test_an_absolute_form_target_is_sent_upstream_in_origin_form(site: Site) -> 
     with Wire(site.port) as wire:
         wire.send(b"GET http://example.test/echo/abs?z HTTP/1.1\r\nHost: example.test\r\n\r\n")
         assert wire.response().json()["path"] == "/echo/abs?z"
+
+
+def test_an_http10_client_that_asks_for_keep_alive_gets_it(site: Site) -> None:
+    with Wire(site.port) as wire:
+        wire.send(b"GET /echo/ten HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        response = wire.response()
+        assert response.header("Connection") == "keep-alive"
+        assert response.json()["path"] == "/echo/ten"
+        wire.send(b"GET /echo/ten-again HTTP/1.0\r\n\r\n")
+        assert wire.response().json()["path"] == "/echo/ten-again"
+        assert wire.closed()
+
+
+def test_a_body_over_client_max_body_size_is_413_and_never_sent_upstream(site: Site) -> None:
+    before = site.upstream_stats()
+    with Wire(site.port) as wire:
+        # The head alone is enough to refuse: the client may not send the body at all.
+        wire.send(b"POST /limited/big HTTP/1.1\r\nHost: example.test\r\n"
+                  b"Content-Length: 2097152\r\n\r\n")
+        response = wire.response()
+        assert response.status == 413
+        assert wire.closed()
+    after = site.upstream_stats()
+    assert after["requests"] == before["requests"]
+    assert (after["connections"] - before["connections"]) == 1  # this stats query
+
+
+def test_a_chunked_body_over_client_max_body_size_is_413(site: Site) -> None:
+    with Wire(site.port) as wire:
+        wire.send(b"POST /limited/chunked HTTP/1.1\r\nHost: example.test\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        try:
+            for _ in range(3):
+                wire.send(chunked(b"z" * 500_000)[:-5])
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused mid-body: what matters is what was answered
+        assert wire.response().status == 413
+        assert wire.closed()
+
+
+def test_a_response_cut_short_by_the_upstream_closes_the_client_connection(
+        site: Site) -> None:
+    with Wire(site.port) as wire:
+        wire.send(request("GET", "/truncated/100000"))
+        # The head went out before the upstream failed: the only signal left is to
+        # close, never to leave a short body on a connection that stays open.
+        with pytest.raises(ServerClosed):
+            wire.response()
 
 
 # -- pipelining and bodiless responses --------------------------------------------------
@@ -469,3 +521,62 @@ def test_a_50_mb_download_streams_through_a_worker(streaming_proxy, path: str) -
     print(f"worker RSS grew by {rss.growth / MB:.2f} MB ({rss.samples} samples)")
     assert rss.samples > 5
     assert rss.growth < 10 * MB, f"worker RSS grew by {rss.growth / MB:.1f} MB"
+
+
+# -- peers failing -----------------------------------------------------------------------------
+
+def start_upstream_on(port: int, log_path: Path) -> Process:
+    """tests/support/http_upstream.py on a given port (to restart one in place)."""
+    process = Process([sys.executable, str(ROOT / "tests/support/http_upstream.py"), str(port)],
+                      log_path)
+    wait_for(lambda: port_open(port), message="the upstream to listen")
+    return process
+
+
+def test_a_dead_peer_is_skipped_and_banned_while_the_live_one_serves(
+        start_proxy, upstream) -> None:  # noqa: ANN001
+    dead = free_port()
+    proxy = start_proxy(f"""
+        workers = 1
+        [upstream.pair]
+        servers = ["127.0.0.1:{dead}", "{upstream.address}"]
+        [[server]]
+        listen = ["127.0.0.1:{{port}}"]
+          [[server.location]]
+          path = "/"
+          proxy_pass = "http://pair"
+    """)
+    for index in range(6):
+        assert get(proxy.port, f"/echo/pair-{index}").status == 200
+    with Wire(proxy.port) as wire:  # nothing was sent to the dead peer: a POST moves on too
+        wire.send(request("POST", "/echo/pair-post", body=b"data"))
+        assert wire.response().json()["body_length"] == 4
+    # max_fails=1, fail_timeout=10s: one failed try, then the dead peer is left alone.
+    wait_for(lambda: f"connect to 127.0.0.1:{dead} failed" in proxy.log(),
+             message="the failed connect in the error log")
+    assert proxy.log().count(f"connect to 127.0.0.1:{dead} failed") == 1
+
+
+def test_a_pooled_connection_the_upstream_closed_is_retried_on_a_fresh_one(
+        start_proxy, started, tmp_path: Path) -> None:  # noqa: ANN001
+    port = free_port()
+    first = start_upstream_on(port, tmp_path / "upstream-1.log")
+    started.append(first)
+    proxy = start_proxy(f"""
+        workers = 1
+        [[server]]
+        listen = ["127.0.0.1:{{port}}"]
+          [[server.location]]
+          path = "/"
+          proxy_pass = "127.0.0.1:{port}"
+    """)
+    assert get(proxy.port, "/echo/pooled").status == 200  # leaves a connection in the pool
+    first.stop()  # the pooled connection is now closed by its peer
+    started.append(start_upstream_on(port, tmp_path / "upstream-2.log"))
+    assert get(proxy.port, "/echo/after-restart").json()["path"] == "/echo/after-restart"
+    assert get(proxy.port, "/echo/pooled-again").status == 200
+    started[-1].stop()
+    started.append(start_upstream_on(port, tmp_path / "upstream-3.log"))
+    with Wire(proxy.port) as wire:  # a body on a stale connection is not lost either
+        wire.send(request("POST", "/echo/post-after-restart", body=b"x" * 1000))
+        assert wire.response().json()["body_length"] == 1000

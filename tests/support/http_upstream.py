@@ -12,6 +12,7 @@ Every response is JSON unless a path asks otherwise:
   /not-modified     a 304 that carries the Content-Length of the full representation
   /bad-framing      a 200 with two different Content-Length headers (invalid)
   /hop-headers      a 200 carrying hop-by-hop headers the proxy must not relay
+  /truncated/N      promises N bytes (Content-Length), sends half, then closes
   /stats            {"connections": TCP connections accepted, "requests": requests
                     other than /stats, "paths": the last 100 of their paths}
 Request bodies may be Content-Length or chunked; they are read and hashed.
@@ -139,6 +140,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                              b"X-Internal: secret\r\nKeep-Alive: timeout=5\r\n"
                              b"Proxy-Authenticate: Basic\r\nTrailer: X-Checksum\r\n"
                              b"Upgrade: h2c\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok")
+            return
+        if kind == "truncated":
+            size = int(parts[1])
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size
+                             + b"t" * (size // 2))
+            self.close_connection = True
             return
         if kind == "bad-framing":
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
