@@ -140,10 +140,6 @@ def test_a_control_character_in_the_target_is_400(site: Site) -> None:
 
 # -- versions and Host ---------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "llhttp reads `GET /\\r\\n` as an HTTP/0.9 request line that may be followed by "
-    "header lines and reports nothing until a blank line; the worker keeps waiting "
-    "(client_header_timeout, 60 s) and never answers 400"))
 def test_http09_request_is_400(site: Site) -> None:
     # Nothing after it: the client now waits for the answer.
     answered_400_and_closed(site, b"GET /\r\n", timeout=3.0, smuggle=False)

@@ -258,16 +258,35 @@ def test_http09_with_a_blank_line_is_400() -> None:
     assert status_of(b"GET /\r\n\r\n") == 400
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "llhttp reads `GET /\\r\\n` as the start of an HTTP/0.9 request that may still have "
-    "header lines and reports nothing until a blank line, so the reader waits for more "
-    "bytes (client_header_timeout, 60 s) instead of answering 400 at once"))
 def test_http09_without_headers_is_400_at_once() -> None:
     # `GET /\r\n` is a whole HTTP/0.9 request: the client waits for an answer.
     r = RequestReader(PiecesSocket(b"GET /\r\n", then_wait=True))
     with pytest.raises(HttpError) as caught:
         r.read_head(5, 5)
     assert caught.value.status == 400
+
+
+def test_http09_after_a_kept_alive_request_is_400_at_once() -> None:
+    r = RequestReader(PiecesSocket(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n", b"GET /\r\n",
+                                   then_wait=True))
+    assert r.read_head(5, 5).target == b"/1"
+    with pytest.raises(HttpError) as caught:
+        r.read_head(5, 5)
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize("pieces", [
+    (b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HT", b"TP/1.1\r\nHo", b"st: h\r\n\r\n"),
+    (b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHo", b"st: h\r\n\r\n"),
+    (b"GET /1 HTTP/1.1\r\n", b"Host: h\r\n\r\n", b"GET /2 HTTP/1.1\r\nX-A: b c\r\n",
+     b"Host: h\r\n\r\n"),
+    (b"GET /1", b" HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\n", b"Host: h\r\n\r\n"),
+    (b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n\r\nGET /2 HTTP/1.1\r\n", b"Host: h\r\n\r\n"),
+], ids=["split-in-request-line", "split-in-header", "keep-alive-split-heads",
+        "split-before-version", "empty-line-between"])
+def test_heads_split_anywhere_are_not_mistaken_for_http09(pieces: tuple[bytes, ...]) -> None:
+    r = reader(*pieces)
+    assert [r.read_head(5, 5).target, r.read_head(5, 5).target] == [b"/1", b"/2"]
 
 
 def test_an_http11_request_without_host_is_400() -> None:

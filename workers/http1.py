@@ -101,7 +101,10 @@ class RequestReader:
             raise ClientClosed()
         self.started = True
         stats.bytes_in += len(data)
+        request = self.request
         self._feed(data)
+        if not self.events and self.request is not request:
+            _refuse_http09(data)  # a message began at data[0] and its head is not complete
 
     def _feed(self, data: bytes) -> None:
         try:
@@ -168,6 +171,15 @@ class RequestReader:
         rest = self.take_upgrade_rest()
         if rest:
             self._feed(rest)
+
+
+def _refuse_http09(data: bytes) -> None:
+    """After an HTTP/0.9 request line (`GET /\\r\\n`) llhttp waits for header lines while
+    the client waits for an answer: a complete first line with no version is a 400 now."""
+    data = data.lstrip(b"\r\n")  # RFC 9112 §2.2: empty lines before a request are ignored
+    line_end = data.find(b"\n")
+    if line_end >= 0 and b" HTTP/" not in data[:line_end]:
+        raise HttpError(400, "HTTP/0.9 request")
 
 
 def _check_head(request: Request) -> None:
