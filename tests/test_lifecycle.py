@@ -177,3 +177,19 @@ def _title(process: psutil.Process) -> str:
         return " ".join(process.cmdline())
     except psutil.Error:
         return ""
+
+
+def test_workers_drain_and_exit_when_the_master_dies(start_proxy, upstream):
+    proxy = start_proxy(proxy_config(upstream.port, workers=2))
+    workers = wait_for(lambda: (lambda w: len(w) == 2 and w)(proxy.workers()))
+    proxy.signal(signal.SIGKILL)
+    wait_for(lambda: not any(_running(w) for w in workers), 10,
+             message="orphaned workers to exit")
+    assert "the master (pid" in proxy.log() and "is gone; draining" in proxy.log()
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
