@@ -223,3 +223,61 @@ def test_every_worker_serves_from_the_shared_listening_socket(
     wait_for(lambda: len(proxy.worker_pids()) == workers, message=f"{workers} workers")
     for index in range(20):
         assert get(proxy.port, f"/echo/shared-{index}").status == 200
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_every_listen_address_kind_is_served(start_proxy, upstream, tmp_path: Path) -> None:  # noqa: ANN001
+    unix_path = tmp_path / "proxy.sock"
+    v6_port = free_port_v6() if ipv6_loopback() else None
+    listens = ['"127.0.0.1:{port}"', f'"unix:{unix_path}"']
+    if v6_port:
+        listens.append(f'"[::1]:{v6_port}"')
+    proxy = start_proxy(f"""
+        workers = 1
+        [[server]]
+        listen = [{", ".join(listens)}]
+          [[server.location]]
+          path = "/"
+          proxy_pass = "{upstream.address}"
+    """)
+    assert get(proxy.port, "/echo/tcp").status == 200
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(unix_path))
+        sock.sendall(request("GET", "/echo/unix", headers=[("Connection", "close")]))
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert b'"/echo/unix"' in data
+    if v6_port:
+        with socket.create_connection(("::1", v6_port), timeout=10) as sock:
+            sock.sendall(request("GET", "/echo/v6", headers=[("Connection", "close")]))
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 200 ")
+        assert b'["X-Real-IP", "::1"]' in data
+    proxy.signal(signal.SIGQUIT)
+    assert proxy.popen.wait(15) == 0
+    assert not unix_path.exists()  # the master removes the socket file it created
+
+
+def free_port_v6() -> int:
+    with socket.socket(socket.AF_INET6) as sock:
+        sock.bind(("::1", 0))
+        return sock.getsockname()[1]
+
+
+def test_workers_auto_starts_one_worker_per_usable_core(start_proxy, upstream) -> None:  # noqa: ANN001
+    proxy = start_proxy(config(upstream.address, workers='"auto"'))
+    cores = len(os.sched_getaffinity(0))
+    wait_for(lambda: len(proxy.worker_pids()) == cores, message=f"{cores} workers")

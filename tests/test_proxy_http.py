@@ -395,6 +395,15 @@ def test_the_access_log_counts_only_the_body_of_an_error_page(site: Site) -> Non
     assert int(line["bytes"]) == len(response.body)
 
 
+def test_the_access_log_records_a_bad_request_with_its_status(site: Site) -> None:
+    with Wire(site.port) as wire:
+        wire.send(b"GET /echo/no-host HTTP/1.1\r\nUser-Agent: bad/1\r\n\r\n")
+        response = wire.response()
+    assert response.status == 400
+    line = access_line(site, '" 400 ')
+    assert int(line["bytes"]) == len(response.body)
+
+
 def test_the_access_log_escapes_quotes_in_header_values(site: Site) -> None:
     get(site.port, "/echo/quoted", headers=[("User-Agent", 'say "hi"\\')])
     line = access_line(site, "/echo/quoted")
@@ -580,3 +589,75 @@ def test_a_pooled_connection_the_upstream_closed_is_retried_on_a_fresh_one(
     with Wire(proxy.port) as wire:  # a body on a stale connection is not lost either
         wire.send(request("POST", "/echo/post-after-restart", body=b"x" * 1000))
         assert wire.response().json()["body_length"] == 1000
+
+
+def test_weighted_round_robin_spreads_requests_as_nginx_does(
+        start_proxy, upstream, started, tmp_path: Path) -> None:  # noqa: ANN001
+    from tests.support.processes import Upstream
+
+    second = Upstream(tmp_path / "second-upstream.log")
+    started.append(second)
+    proxy = start_proxy(f"""
+        workers = 1
+        [upstream.app]
+        servers = ["{upstream.address} weight=2", "{second.address}"]
+        [[server]]
+        listen = ["127.0.0.1:{{port}}"]
+          [[server.location]]
+          path = "/"
+          proxy_pass = "http://app"
+    """)
+    for index in range(30):
+        assert get(proxy.port, f"/echo/rr-{index}").status == 200
+    counts = [get(server.port, "/stats").json()["requests"] for server in (upstream, second)]
+    assert counts == [20, 10]  # one worker: exactly the smooth WRR shares
+
+
+def test_a_backup_serves_only_while_the_primary_is_down(
+        start_proxy, upstream, started, tmp_path: Path) -> None:  # noqa: ANN001
+    from tests.support.processes import Upstream
+
+    backup = Upstream(tmp_path / "backup-upstream.log")
+    started.append(backup)
+    dead = free_port()
+    proxy = start_proxy(f"""
+        workers = 1
+        [upstream.app]
+        servers = ["{upstream.address}", "127.0.0.1:{dead} backup"]
+        [upstream.failing]
+        servers = ["127.0.0.1:{dead}", "{backup.address} backup"]
+        [[server]]
+        listen = ["127.0.0.1:{{port}}"]
+          [[server.location]]
+          path = "/"
+          proxy_pass = "http://app"
+          [[server.location]]
+          path = "/failing/"
+          proxy_pass = "http://failing"
+    """)
+    for index in range(5):
+        assert get(proxy.port, f"/echo/primary-{index}").status == 200
+    assert f"127.0.0.1:{dead}" not in proxy.log()  # the backup was never tried
+    for index in range(5):
+        assert get(proxy.port, f"/failing/echo/{index}").status == 200
+    paths = get(backup.port, "/stats").json()["paths"]
+    assert paths == [f"/failing/echo/{index}" for index in range(5)]
+
+
+def test_a_path_no_location_matches_is_404_and_never_sent_upstream(
+        start_proxy, upstream) -> None:  # noqa: ANN001
+    proxy = start_proxy(f"""
+        workers = 1
+        [[server]]
+        listen = ["127.0.0.1:{{port}}"]
+          [[server.location]]
+          path = "/api/"
+          proxy_pass = "{upstream.address}"
+    """)
+    with Wire(proxy.port) as wire:
+        wire.send(request("GET", "/other"))
+        response = wire.response()
+        assert response.status == 404
+        wire.send(request("GET", "/api/x"))  # a 404 keeps the connection
+        assert wire.response().json()["path"] == "/api/x"
+    assert get(upstream.port, "/stats").json()["paths"] == ["/api/x"]
