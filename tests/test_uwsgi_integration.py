@@ -310,3 +310,32 @@ def test_slow_uwsgi_does_not_block_other_requests(uwsgi, start_proxy):
         wait_for(lambda: silent.requests, message="the slow request to arrive")
         assert exchange(proxy.port, get(proxy.port), timeout=3).body == b"hello world"
         stuck.join(10)
+
+
+def test_head_request_gets_the_head_only_and_the_connection_stays_usable(uwsgi, start_proxy):
+    proxy = start_proxy(uwsgi_config(uwsgi("hello.py").uwsgi_pass))
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert read_reply(sock, head_request=True).status == 200
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        assert read_reply(sock).body == b"hello world"
+
+
+def test_a_client_on_a_unix_listener_is_remote_addr_unix(uwsgi, start_proxy, tmp_path):
+    # nginx: $remote_addr is "unix:" and there are no ports on a unix socket.
+    path = f"/tmp/prefork-proxy-uwsgi-{os.getpid()}.sock"
+    config = uwsgi_config(uwsgi("environ.py").uwsgi_pass).replace(
+        'listen = ["127.0.0.1:{port}"]', f'listen = ["127.0.0.1:{{port}}", "unix:{path}"]')
+    start_proxy(config)
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(10)
+            sock.connect(path)
+            sock.sendall(b"GET /u HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+            environ = environ_of(read_reply(sock))["environ"]
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+    assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"], environ["SERVER_PORT"]) == (
+        "unix:", "", "")
+    assert environ["SERVER_NAME"] == "app.test"
