@@ -1,41 +1,38 @@
-"""The demo's WebSocket upstream: echoes every message (gevent-websocket).
+"""The demo's WebSocket upstream: echoes every message (the `websockets` package).
 
     python demo/ws_echo.py PORT
 
 Any path works; the proxy sends `/ws` here. Text comes back as text, binary
-as binary. It runs in its own process, so it may use gevent freely.
+as binary, and a close frame is answered with the same code, as RFC 6455 §5.5.1
+asks. A plain HTTP request gets 426 Upgrade Required.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
-from gevent.pywsgi import WSGIServer
-from geventwebsocket.exceptions import WebSocketError
-from geventwebsocket.handler import WebSocketHandler
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 
-def echo_app(environ, start_response):  # noqa: ANN001, ANN201 - a WSGI app
-    websocket = environ.get("wsgi.websocket")
-    if websocket is None:
-        body = b"This is a WebSocket echo server: connect with a WebSocket client.\n"
-        start_response("426 Upgrade Required", [("Content-Type", "text/plain"),
-                                                ("Content-Length", str(len(body))),
-                                                ("Upgrade", "websocket")])
-        return [body]
+async def echo(websocket: ServerConnection) -> None:
     try:
-        while (message := websocket.receive()) is not None:
-            websocket.send(message, binary=isinstance(message, bytes | bytearray))
-    except WebSocketError:
+        async for message in websocket:
+            await websocket.send(message)
+    except ConnectionClosed:
         pass
-    return []
 
 
-def main() -> None:
-    port = int(sys.argv[1])
-    server = WSGIServer(("127.0.0.1", port), echo_app, handler_class=WebSocketHandler, log=None)
-    server.serve_forever()
+async def main(port: int) -> None:
+    # The server pings every 20 s (the library's default): traffic that keeps an
+    # idle tab's tunnel inside the proxy's read_timeout, as nginx recommends.
+    async with serve(echo, "127.0.0.1", port, max_size=1 << 24):
+        await asyncio.Future()
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        asyncio.run(main(int(sys.argv[1])))
+    except KeyboardInterrupt:
+        pass

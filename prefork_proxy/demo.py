@@ -232,8 +232,7 @@ def banner(ports: DemoPorts, config_path: Path, uwsgi_note: str | None, logs: Pa
         f"-H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' "
         f"http://{proxy}/ws",
     ]
-    if importlib.util.find_spec("websockets") is not None:
-        lines.append(f"  {sys.executable} -m websockets ws://{proxy}/ws   (an interactive client)")
+    lines.append(f"  {sys.executable} -m websockets ws://{proxy}/ws   (an interactive client)")
     if uwsgi_note is None:
         lines.append(f"  curl -i http://{HOST}:{ports.uwsgi_proxy}/hello?name=demo")
     lines += ["", f"Config: {config_path}   Upstream logs: {logs}/", ""]
@@ -246,6 +245,10 @@ def run_demo() -> int:
     if not DEMO_DIR.is_dir():
         print(f"prefork-proxy demo: {DEMO_DIR} is missing (run it from a source checkout)",
               file=sys.stderr)
+        return 1
+    if importlib.util.find_spec("websockets") is None:
+        print("prefork-proxy demo: the echo upstream needs the `websockets` package "
+              "(make demo installs it; or pip install websockets)", file=sys.stderr)
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="prefork-proxy-demo-"))
     uwsgi_note = _uwsgi_unavailable(ports, workdir)
