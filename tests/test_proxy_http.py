@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support.processes import ROOT, Process, free_port, port_open, wait_for
+from tests.support.processes import ROOT, Process, Upstream, free_port, port_open, wait_for
 from tests.support.sites import Site, running_site
 from tests.support.wire import ServerClosed, Wire, chunked, get, request
 
@@ -593,8 +594,6 @@ def test_a_pooled_connection_the_upstream_closed_is_retried_on_a_fresh_one(
 
 def test_weighted_round_robin_spreads_requests_as_nginx_does(
         start_proxy, upstream, started, tmp_path: Path) -> None:  # noqa: ANN001
-    from tests.support.processes import Upstream
-
     second = Upstream(tmp_path / "second-upstream.log")
     started.append(second)
     proxy = start_proxy(f"""
@@ -615,8 +614,6 @@ def test_weighted_round_robin_spreads_requests_as_nginx_does(
 
 def test_a_backup_serves_only_while_the_primary_is_down(
         start_proxy, upstream, started, tmp_path: Path) -> None:  # noqa: ANN001
-    from tests.support.processes import Upstream
-
     backup = Upstream(tmp_path / "backup-upstream.log")
     started.append(backup)
     dead = free_port()
@@ -661,3 +658,64 @@ def test_a_path_no_location_matches_is_404_and_never_sent_upstream(
         wire.send(request("GET", "/api/x"))  # a 404 keeps the connection
         assert wire.response().json()["path"] == "/api/x"
     assert get(upstream.port, "/stats").json()["paths"] == ["/api/x"]
+
+
+class ClosingPeer:
+    """A peer that accepts each connection, reads the request head and closes without
+    answering (a crashed application), in a thread; `.accepted` counts connections."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data and (more := conn.recv(65536)):
+                    data += more
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+def test_after_an_upstream_error_only_an_idempotent_request_moves_to_the_next_peer(
+        start_proxy, upstream) -> None:  # noqa: ANN001
+    closing = ClosingPeer()
+    try:
+        proxy = start_proxy(f"""
+            workers = 1
+            [upstream.pair]
+            servers = ["127.0.0.1:{closing.port} max_fails=0", "{upstream.address}"]
+            [[server]]
+            listen = ["127.0.0.1:{{port}}"]
+              [[server.location]]
+              path = "/"
+              proxy_pass = "http://pair"
+        """)
+        # Round robin starts on the closing peer: a GET is tried there, then here.
+        assert get(proxy.port, "/echo/idempotent").json()["path"] == "/echo/idempotent"
+        assert closing.accepted == 1
+        # A POST reached the closing peer and is never sent twice (nginx): 502.
+        statuses = []
+        for index in range(2):  # one of the two lands on the closing peer first
+            with Wire(proxy.port) as wire:
+                wire.send(request("POST", f"/echo/post-{index}", body=b"once"))
+                statuses.append(wire.response().status)
+        assert sorted(statuses) == [200, 502]
+        assert closing.accepted == 2
+    finally:
+        closing.close()
