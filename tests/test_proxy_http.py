@@ -293,6 +293,24 @@ def test_an_http10_upstream_body_runs_until_close_for_an_http10_client(site: Sit
     assert response.body == b"y" * 5000
 
 
+def test_a_chunked_upstream_body_runs_until_close_for_an_http10_client(site: Site) -> None:
+    with Wire(site.port) as wire:
+        wire.send(b"GET /chunked/25000 HTTP/1.0\r\n\r\n")
+        response = wire.response()
+    assert response.header("Transfer-Encoding") is None
+    assert response.header("Connection") == "close"
+    assert response.body == b"x" * 25_000
+
+
+def test_connection_close_from_the_client_is_honoured(site: Site) -> None:
+    with Wire(site.port) as wire:
+        wire.send(request("GET", "/echo/bye", headers=[("Connection", "close")]))
+        response = wire.response()
+        assert response.header("Connection") == "close"
+        assert response.json()["path"] == "/echo/bye"
+        assert wire.closed()
+
+
 def test_expect_100_continue_is_answered_before_the_body_is_sent(site: Site) -> None:
     with Wire(site.port) as wire:
         wire.send(b"POST /echo/expect HTTP/1.1\r\nHost: example.test\r\n"
