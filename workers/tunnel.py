@@ -32,6 +32,7 @@ from workers.buffers import pool
 from workers.stats import stats
 
 _READ, _WRITE = 1, 2  # libev event masks
+SMALL_REST = 64 * 1024  # an unsent rest up to this size is copied out of the pooled buffer
 
 
 class _Direction:
@@ -47,8 +48,8 @@ class _Direction:
         self.to_client = to_client  # counts as bytes_out (upstream -> client)
         self.reader = tunnel.loop.io(source.fileno(), _READ)
         self.writer = None  # made on the first send the destination cannot take at once
-        self.held = None  # the pooled buffer kept while `pending` waits to be sent
-        self.pending = None
+        self.held = None  # the pooled buffer `pending` points into, if it does
+        self.pending = None  # what the destination has not taken yet
 
     def start(self) -> None:
         self.reader.start(self.readable)
@@ -85,8 +86,13 @@ class _Direction:
         if sent == count:
             pool.put(buffer)
             return
-        # The destination is full: keep the rest, stop reading until it drains.
-        self.held, self.pending = buffer, buffer[sent:count]
+        # The destination is full: keep the rest, stop reading until it drains. A
+        # small rest is copied so the big buffer goes back to the pool at once.
+        if count - sent <= SMALL_REST:
+            self.pending = memoryview(bytes(buffer[sent:count]))
+            pool.put(buffer)
+        else:
+            self.held, self.pending = buffer, buffer[sent:count]
         self.reader.stop()
         if self.writer is None:
             self.writer = tunnel.loop.io(self.destination.fileno(), _WRITE)
@@ -109,8 +115,8 @@ class _Direction:
         self.reader.start(self.readable)
 
     def release(self) -> None:
+        self.pending = None
         if self.held is not None:
-            self.pending = None
             pool.put(self.held)
             self.held = None
 
