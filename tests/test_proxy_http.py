@@ -25,14 +25,19 @@ import psutil
 import pytest
 
 from tests.support.processes import ROOT, Process, Upstream, free_port, port_open, wait_for
-from tests.support.sites import Site, running_site
+from tests.support.sites import Site, refused_port, running_site
 from tests.support.wire import ServerClosed, Wire, chunked, get, request
-
-DEAD_PORT = free_port()  # nothing listens here: connecting is refused
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def dead_port() -> Iterator[int]:
+    """A port where connecting is refused, for as long as the module runs."""
+    with refused_port() as sock:
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, dead_port: int) -> Iterator[Site]:
     with running_site(tmp_path_factory.mktemp("proxy_http"), """
         workers = 1
         access_log = "{dir}/access.log"
@@ -55,7 +60,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
           [[server.location]]
           path = "/limited/"
           proxy_pass = "http://{upstream}/echo/"
-    """.replace("DEAD_PORT", str(DEAD_PORT))) as running:
+    """.replace("DEAD_PORT", str(dead_port))) as running:
         yield running
 
 
@@ -341,12 +346,12 @@ def test_upstream_connections_are_kept_alive_and_reused(site: Site) -> None:
 
 
 def test_a_closed_upstream_port_gives_502_with_a_short_body_and_a_log_line(
-        site: Site) -> None:
+        site: Site, dead_port: int) -> None:
     response = get(site.port, "/dead/x?y")
     assert response.status == 502
     assert response.header("Content-Type") == "text/html"
     assert b"502 Bad Gateway" in response.body and len(response.body) < 512
-    wait_for(lambda: re.search(rf"\[ERROR\].*connect to 127\.0\.0\.1:{DEAD_PORT} failed.*"
+    wait_for(lambda: re.search(rf"\[ERROR\].*connect to 127\.0\.0\.1:{dead_port} failed.*"
                                r'client 127\.0\.0\.1, request "GET /dead/x\?y"',
                                site.proxy.log()), message="the 502 log line")
 
@@ -554,8 +559,8 @@ def start_upstream_on(port: int, log_path: Path) -> Process:
 
 
 def test_a_dead_peer_is_skipped_and_banned_while_the_live_one_serves(
-        start_proxy, upstream) -> None:  # noqa: ANN001
-    dead = free_port()
+        start_proxy, upstream, dead_port: int) -> None:  # noqa: ANN001
+    dead = dead_port
     proxy = start_proxy(f"""
         workers = 1
         [upstream.pair]
@@ -623,10 +628,10 @@ def test_weighted_round_robin_spreads_requests_as_nginx_does(
 
 
 def test_a_backup_serves_only_while_the_primary_is_down(
-        start_proxy, upstream, started, tmp_path: Path) -> None:  # noqa: ANN001
+        start_proxy, upstream, started, tmp_path: Path, dead_port: int) -> None:  # noqa: ANN001
     backup = Upstream(tmp_path / "backup-upstream.log")
     started.append(backup)
-    dead = free_port()
+    dead = dead_port
     proxy = start_proxy(f"""
         workers = 1
         [upstream.app]

@@ -12,6 +12,7 @@ upstream's host:port) and `{dir}` (the directory, for log files).
 
 from __future__ import annotations
 
+import socket
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,14 @@ from pathlib import Path
 
 from tests.support.processes import Proxy, Upstream, free_port
 from tests.support.wire import get
+
+
+def refused_port() -> socket.socket:
+    """A bound socket that never listens: connecting to its port is refused, and no
+    other process can take the port while the socket lives (unlike a free_port())."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 @dataclass
