@@ -370,7 +370,7 @@ def test_an_upstream_read_timeout_gives_504_with_a_short_body_and_a_log_line(
     elapsed = time.monotonic() - started
     assert response.status == 504
     assert b"504 Gateway Timeout" in response.body and len(response.body) < 512
-    assert 0.9 < elapsed < 2.5, elapsed  # read_timeout = "1s", not the upstream's 3 s
+    assert 0.9 < elapsed < 2.9, elapsed  # read_timeout = "1s", not the upstream's 3 s
     wait_for(lambda: re.search(r'\[ERROR\].*timed out.*request "GET /timeout/slow/3"',
                                site.proxy.log()), message="the 504 log line")
 
