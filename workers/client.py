@@ -37,16 +37,20 @@ class Drained(Exception):
 
 
 class ClientConnection:
-    __slots__ = ("sock", "client_addr", "client_ip", "site", "reader", "status",
-                 "body_bytes", "response_started", "greenlet", "body_timeout")
+    __slots__ = ("sock", "client_addr", "client_ip", "client_port", "server_port", "site",
+                 "reader", "status", "body_bytes", "response_started", "greenlet",
+                 "body_timeout")
 
-    def __init__(self, sock, address, site) -> None:  # noqa: ANN001
+    def __init__(self, sock, address, site, server_port: bytes = b"") -> None:  # noqa: ANN001
         self.sock = sock
         self.site = site  # the listener's Site: router, worker state, access log
+        self.server_port = server_port  # the listener's port; b"" on a unix socket
         if isinstance(address, tuple):
             self.client_addr = address[0]
+            self.client_port = b"%d" % address[1]
         else:
             self.client_addr = "unix:"
+            self.client_port = b""
         self.client_ip = self.client_addr.encode()
         self.reader = RequestReader(sock)
         self.greenlet = gevent.getcurrent()

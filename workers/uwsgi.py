@@ -121,17 +121,7 @@ def _connect(conn, request, location, balancer):  # noqa: ANN001, ANN202
 
 
 def _request_vars(conn, request, content_length: int | None, params: UwsgiParams):  # noqa: ANN001, ANN202
-    # The client socket may be a workers.stream.Stream, which wraps the socket.
-    sock = getattr(conn.sock, "sock", conn.sock)
-    try:
-        peer, local = sock.getpeername(), sock.getsockname()
-    except OSError:
-        peer = local = ""
-    if isinstance(local, tuple):  # TCP; a unix listener has no ports (nginx sends "")
-        remote_port, server_port, local_ip = b"%d" % peer[1], b"%d" % local[1], local[0]
-    else:
-        remote_port = server_port = b""
-        local_ip = ""
+    # A unix listener has no ports: nginx sends "" for both.
     return build_vars(
         method=request.method,
         target=request.target,
@@ -140,15 +130,15 @@ def _request_vars(conn, request, content_length: int | None, params: UwsgiParams
         version=request.version,
         headers=request.headers,
         remote_addr=conn.client_ip,
-        remote_port=remote_port,
-        server_port=server_port,
-        server_name=_server_name(request, local_ip),
+        remote_port=conn.client_port,
+        server_port=conn.server_port,
+        server_name=_server_name(request, conn),
         content_length=content_length,
         params=params,
     )
 
 
-def _server_name(request, local_ip: str) -> bytes:  # noqa: ANN001
+def _server_name(request, conn) -> bytes:  # noqa: ANN001
     """The Host without its port, lower-cased (nginx's `$host`), else the local address.
 
     nginx sends `$server_name` (the server block's first `server_name`, "" if
@@ -157,10 +147,18 @@ def _server_name(request, local_ip: str) -> bytes:  # noqa: ANN001
     """
     host = request.host
     if not host:
-        return local_ip.encode("ascii")
+        return _local_ip(conn)
     if host[:1] == b"[":  # an IPv6 literal: [::1]:8080
         return host[: host.find(b"]") + 1].lower()
     return host.partition(b":")[0].lower()
+
+
+def _local_ip(conn) -> bytes:  # noqa: ANN001
+    try:
+        local = conn.sock.sock.getsockname()
+    except OSError:
+        return b""
+    return local[0].encode("ascii") if isinstance(local, tuple) else b""
 
 
 def _read_whole_body(conn, limit: int) -> SpooledBody:  # noqa: ANN001

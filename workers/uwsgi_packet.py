@@ -31,6 +31,8 @@ MAX_VARS_SIZE = 0xFFFF
 
 _pack_u16 = struct.Struct("<H").pack
 _pack_header = struct.Struct("<BHB").pack
+# Encoded `u16le len + key` of var names seen before: the keys rarely change.
+_KEY_PREFIXES: dict[bytes, bytes] = {}
 
 # nginx's uwsgi_params, in the file's order (HTTPS is sent only when not empty).
 STANDARD_VARS = (
@@ -208,10 +210,15 @@ def encode_vars(variables: Sequence[tuple[bytes, bytes]]) -> bytes:
     """The vars block: `u16le len, key, u16le len, value` per var. Raises `VarsTooBig`."""
     parts = []
     append = parts.append
+    prefixes = _KEY_PREFIXES
     try:
         for key, value in variables:
-            append(_pack_u16(len(key)))
-            append(key)
+            prefix = prefixes.get(key)
+            if prefix is None:
+                prefix = _pack_u16(len(key)) + key
+                if len(prefixes) < 4096:  # the standard vars and common headers
+                    prefixes[key] = prefix
+            append(prefix)
             append(_pack_u16(len(value)))
             append(value)
     except struct.error:

@@ -129,12 +129,13 @@ class Worker:
     def _serve(self, listener: socket.socket, site: Site) -> StreamServer:
         sock = gsocket.socket(listener.family, listener.type, fileno=os.dup(listener.fileno()))
         tcp = listener.family != socket.AF_UNIX
+        server_port = b"%d" % listener.getsockname()[1] if tcp else b""
 
         def handle(client_sock: gsocket.socket, address: object) -> None:
             client = accepted(client_sock)
             if tcp:
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            ClientConnection(client, address, site).serve()
+            ClientConnection(client, address, site, server_port).serve()
 
         server = StreamServer(sock, handle, spawn=self.connections)
         server.start()
