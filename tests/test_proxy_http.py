@@ -260,6 +260,20 @@ def test_pipelined_requests_are_answered_in_order(site: Site) -> None:
     assert (fifth["method"], fifth["path"]) == ("DELETE", "/echo/5")
 
 
+def test_a_slow_first_request_still_answers_first(site: Site) -> None:
+    with Wire(site.port) as wire:
+        wire.send(request("GET", "/slow/0.5") + request("GET", "/echo/fast"))
+        assert wire.response().json()["path"] == "/slow/0.5"
+        assert wire.response().json()["path"] == "/echo/fast"
+
+
+def test_fifty_pipelined_requests_in_one_send_are_answered_in_order(site: Site) -> None:
+    with Wire(site.port) as wire:
+        wire.send(b"".join(request("GET", f"/echo/p{index}") for index in range(50)))
+        paths = [wire.response().json()["path"] for _ in range(50)]
+    assert paths == [f"/echo/p{index}" for index in range(50)]
+
+
 def test_head_204_and_304_responses_carry_no_body(site: Site) -> None:
     # Pipelined: any body byte would be read as the start of the next response.
     with Wire(site.port) as wire:
