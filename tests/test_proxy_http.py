@@ -359,6 +359,28 @@ def test_upstream_connections_are_kept_alive_and_reused(site: Site) -> None:
     assert after["connections"] - before["connections"] <= 3
 
 
+def test_bytes_an_upstream_sends_on_an_idle_pooled_connection_never_answer_a_request(
+        start_proxy, upstream) -> None:  # noqa: ANN001
+    # nginx's keepalive module closes a cached connection as soon as it turns readable
+    # (ngx_http_upstream_keepalive_close_handler); a response nobody asked for must
+    # never be taken as the answer to the next client's request.
+    proxy = start_proxy(f"""
+        workers = 1
+        [[server]]
+        listen = ["127.0.0.1:{{port}}"]
+          [[server.location]]
+          path = "/"
+          proxy_pass = "{upstream.address}"
+    """)
+    assert get(proxy.port, "/extra-response").body == b"ok"
+    # Loopback delivers a write at once: once it is written, it sits in the pool.
+    wait_for(lambda: "/extra-response:sent" in get(upstream.port, "/stats").json()["paths"],
+             message="the stray response to be written")
+    victim = get(proxy.port, "/echo/victim")
+    assert victim.body != b"poisoned"
+    assert victim.json()["path"] == "/echo/victim"
+
+
 def test_a_closed_upstream_port_gives_502_with_a_short_body_and_a_log_line(
         site: Site, dead_port: int) -> None:
     response = get(site.port, "/dead/x?y")

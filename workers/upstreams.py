@@ -46,9 +46,9 @@ class UpstreamPool:
                 check: bool = True) -> UpstreamConnection:
         """A connection to a peer: a pooled one if any, else a new one.
 
-        With `check`, a pooled connection is first checked to be still open (one
-        non-blocking peek). Requests without a body skip it: if the upstream closed
-        the connection, they get a free retry instead (nginx checks nothing).
+        With `check`, a pooled connection is first checked to be still open and to
+        hold no stray bytes (one non-blocking peek); without it, bytes an upstream
+        sent while the connection was idle would be read as the next response.
         """
         if pooled:
             connection = self._take_idle(peer_index, check)

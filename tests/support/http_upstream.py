@@ -13,6 +13,9 @@ Every response is JSON unless a path asks otherwise:
   /bad-framing      a 200 with two different Content-Length headers (invalid)
   /hop-headers      a 200 carrying hop-by-hop headers the proxy must not relay
   /truncated/N      promises N bytes (Content-Length), sends half, then closes
+  /extra-response   a complete 200 "ok", then 0.1 s later a second, unrequested
+                    response ("poisoned") on the same connection (a broken upstream);
+                    "/extra-response:sent" joins the stats paths once it is written
   /stats            {"connections": TCP connections accepted, "requests": requests
                     other than /stats, "paths": the last 100 of their paths}
 Request bodies may be Content-Length or chunked; they are read and hashed.
@@ -140,6 +143,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                              b"X-Internal: secret\r\nKeep-Alive: timeout=5\r\n"
                              b"Proxy-Authenticate: Basic\r\nTrailer: X-Checksum\r\n"
                              b"Upgrade: h2c\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok")
+            return
+        if kind == "extra-response":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            time.sleep(0.1)
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned")
+            with LOCK:
+                PATHS.append("/extra-response:sent")  # tests wait for this, not a delay
+            self.close_connection = True
             return
         if kind == "truncated":
             size = int(parts[1])
