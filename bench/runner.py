@@ -154,6 +154,11 @@ def scaling_figure(lineup: Lineup, settings: Settings, results: Results) -> None
     scenario = scenarios.SCALING
     figure = Figure(scenario.key, scenario.title, scenario.unit, "throughput")
     results.figures.append(figure)
+    mark_unavailable(figure, results)
+    measured = {proxy.name for proxy in lineup.proxies}
+    for name in results.proxies:
+        if name not in measured:
+            figure.note(name, "n/a: scaling is measured for prefork-proxy and nginx")
     say(scenario.title)
     log_dir = Path(results.settings["log_dir"])
     measure_interleaved(figure, lineup.proxies, settings,

@@ -20,16 +20,6 @@ REPO = Path(__file__).resolve().parent.parent
 MUST_RUN = ("prefork-proxy", "nginx")  # the subject and the reference never go missing
 PEERS = ("proxy.py", "mitmproxy")
 
-# Figures that prefork-proxy cannot produce until its feature lands; empty this
-# as the features land (issue 6: WebSocket tunnels).
-PENDING: set[tuple[str, str]] = {
-    ("prefork-proxy", "ws_bulk_down"),
-    ("prefork-proxy", "ws_bulk_up"),
-    ("prefork-proxy", "ws_echo_100"),
-    ("prefork-proxy", "ws_idle_tunnel"),
-}
-
-
 @pytest.mark.timeout(600)
 @pytest.mark.skipif(not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists())
                     or not shutil.which("wrk"), reason="needs nginx and wrk")
@@ -50,8 +40,6 @@ def test_quick_bench_gives_every_scenario_a_number(tmp_path: Path) -> None:
             if figure.median(proxy) is not None or note.startswith("n/a:"):
                 continue
             if proxy in PEERS and note.startswith("unavailable:"):
-                continue
-            if (proxy, figure.key) in PENDING:
                 continue
             missing.append(f"{figure.key} / {proxy}: {note or 'no number'}")
     assert not missing, "\n".join(missing) + "\n" + completed.stderr[-3000:]
