@@ -181,7 +181,9 @@ METHOD = [
     "- uwsgi: the real uWSGI server, `--master --processes 2`, hello world.",
     "- nginx: same worker count, `proxy_http_version 1.1; proxy_set_header Connection \"\";` "
     "and `keepalive 32` to the upstream; WebSocket by its documented three lines with default "
-    "buffers (plus `proxy_read_timeout 1h`); `uwsgi_pass` with `include uwsgi_params`.",
+    "buffers (plus `proxy_read_timeout 1h`); `uwsgi_pass` with `include uwsgi_params`. "
+    "Everything else keeps nginx's defaults, so it buffers request bodies over 16 KiB, and "
+    "responses beyond its proxy buffers, to temp files in its prefix.",
     "- Memory: RSS of the master and each worker at rest, then their peak under the keep-alive "
     "wrk load; per-tunnel growth = the workers' total RSS growth with N idle tunnels open "
     "(after 10 warm-up tunnels), divided by N.",

@@ -119,15 +119,15 @@ def measure_interleaved(figure: Figure, proxies: list[Proxy], settings: Settings
     for run in range(settings.runs):
         shift = run % len(active) if active else 0
         for proxy in active[shift:] + active[:shift]:
-            if proxy.name in figure.notes and proxy.name not in figure.runs:
-                continue  # n/a or failed before: do not retry every round
             try:
                 result = measure(proxy, settings.seconds)
             except scenarios.NotApplicable as why:
                 figure.note(proxy.name, f"n/a: {why}")
+                active.remove(proxy)
                 continue
             except Exception as error:  # noqa: BLE001 - one failure must not stop the run
-                figure.note(proxy.name, f"error: {first_line(error)}")
+                # A later run may still succeed: the note then says what went wrong once.
+                figure.note(proxy.name, f"error in run {run + 1}: {first_line(error)}")
                 say(f"  {figure.key} {proxy.name}: error: {first_line(error)}")
                 continue
             figure.add(proxy.name, result.value, result.latency)
