@@ -239,6 +239,8 @@ def test_a_response_cut_short_by_the_upstream_closes_the_client_connection(
         # close, never to leave a short body on a connection that stays open.
         with pytest.raises(ServerClosed):
             wire.response()
+    wait_for(lambda: re.search(r'\[ERROR\].*upstream.*request "GET /truncated/100000"',
+                               site.proxy.log()), message="the error log line")
 
 
 # -- pipelining and bodiless responses --------------------------------------------------
@@ -379,6 +381,25 @@ def test_bytes_an_upstream_sends_on_an_idle_pooled_connection_never_answer_a_req
     victim = get(proxy.port, "/echo/victim")
     assert victim.body != b"poisoned"
     assert victim.json()["path"] == "/echo/victim"
+
+
+def test_data_after_the_last_chunk_is_not_relayed_and_not_kept(
+        start_proxy, upstream) -> None:  # noqa: ANN001
+    # nginx: "upstream sent data after final chunk" - dropped, and no keep-alive.
+    proxy = start_proxy(f"""
+        workers = 1
+        [[server]]
+        listen = ["127.0.0.1:{{port}}"]
+          [[server.location]]
+          path = "/"
+          proxy_pass = "{upstream.address}"
+    """)
+    with Wire(proxy.port) as wire:
+        wire.send(request("GET", "/chunked-extra"))
+        response = wire.response()
+        assert (response.status, response.body) == (200, b"hello")
+        wire.send(request("GET", "/echo/next-client"))
+        assert wire.response().json()["path"] == "/echo/next-client"
 
 
 def test_a_closed_upstream_port_gives_502_with_a_short_body_and_a_log_line(

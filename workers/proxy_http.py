@@ -108,8 +108,12 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
     try:
         keep_alive, reusable = relay_response(conn, request, sock, response, rest,
                                               conn.keep_alive_allowed(request))
-    except BaseException:
+    except BaseException as exc:
         connection.close()
+        if isinstance(exc, UpstreamError):  # e.g. closed mid-body: nginx logs it too
+            stats.upstream_errors += 1
+            log.error("%s, client %s, request \"%s %s\"", exc.reason, conn.client_addr,
+                      request.method.decode(), request.target.decode("latin-1"))
         raise
     if reusable:
         pool.release(connection)

@@ -23,9 +23,13 @@ MAX_RESPONSE_HEAD = 64 * 1024
 _NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)
 
 
+class _DataAfterEnd(Exception):
+    """Bytes after the end of the response (stops llhttp from parsing them)."""
+
+
 class UpstreamResponse:
     __slots__ = ("status", "reason", "headers", "content_length", "chunked", "keep_alive",
-                 "parser", "pieces", "complete", "version", "connection_tokens")
+                 "parser", "pieces", "complete", "version", "connection_tokens", "extra")
 
     def __init__(self) -> None:
         self.reason = b""
@@ -34,9 +38,14 @@ class UpstreamResponse:
         self.chunked = False
         self.pieces: list[bytes] = []
         self.complete = False
+        self.extra = False  # bytes followed the end of the response
         self.parser = httptools.HttpResponseParser(self)
 
     # -- httptools callbacks ---------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.complete:  # nginx: "upstream sent data after final chunk": not relayed
+            raise _DataAfterEnd()
+
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
 
@@ -80,6 +89,9 @@ class UpstreamResponse:
         except httptools.HttpParserUpgrade:
             pass  # a 101: llhttp stops after the head; the rest belongs to the tunnel
         except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _DataAfterEnd):
+                self.extra = True  # dropped, and the connection is not reused
+                return
             if isinstance(exc.__context__, UpstreamError):
                 raise exc.__context__ from None
             raise UpstreamError(502, f"upstream sent an invalid response: {exc}") from None
@@ -184,7 +196,7 @@ def relay_response(conn, request, upstream_sock, response: UpstreamResponse,  # 
                 conn.send(_rechunk(response, conn, client_11))
         if client_11:
             conn.send(header_rules.LAST_CHUNK)
-        return keep_alive, response.keep_alive
+        return keep_alive, response.keep_alive and not response.extra
     # _UNTIL_CLOSE: an HTTP/1.0-style body that ends when the upstream closes.
     conn.send(head + _frame(rest, client_11) if rest else head)
     conn.body_bytes += len(rest)

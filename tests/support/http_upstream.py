@@ -16,6 +16,7 @@ Every response is JSON unless a path asks otherwise:
   /extra-response   a complete 200 "ok", then 0.1 s later a second, unrequested
                     response ("poisoned") on the same connection (a broken upstream);
                     "/extra-response:sent" joins the stats paths once it is written
+  /chunked-extra    a chunked "hello" and, in the same write, a second response
   /stats            {"connections": TCP connections accepted, "requests": requests
                     other than /stats, "paths": the last 100 of their paths}
 Request bodies may be Content-Length or chunked; they are read and hashed.
@@ -143,6 +144,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                              b"X-Internal: secret\r\nKeep-Alive: timeout=5\r\n"
                              b"Proxy-Authenticate: Basic\r\nTrailer: X-Checksum\r\n"
                              b"Upgrade: h2c\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok")
+            return
+        if kind == "chunked-extra":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"5\r\nhello\r\n0\r\n\r\n"
+                             b"HTTP/1.0 200 OK\r\n\r\npoisoned")
+            self.close_connection = True
             return
         if kind == "extra-response":
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
