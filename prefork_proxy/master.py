@@ -10,14 +10,11 @@ Never imports gevent: the worker side is imported only in the child after fork.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import select
 import signal
 import socket
 import time
-from collections import deque
 
 from prefork_proxy import health, listeners, logs, reexec, systemd
 from prefork_proxy.children import EXIT_BOOT_FAILURE, WorkerProcess
@@ -25,16 +22,13 @@ from prefork_proxy.config import Config, ConfigError, load_config
 from prefork_proxy.generations import Generations
 from prefork_proxy.pidfile import Pidfile
 from prefork_proxy.scoreboard import Scoreboard
+from prefork_proxy.signal_queue import SignalQueue
 from prefork_proxy.workforce import FAST_STOP_GRACE, Workforce, kill
 
 log = logging.getLogger("master")
 
 SIGNALS = tuple(getattr(signal, f"SIG{name}") for name in
                 ("HUP", "QUIT", "TERM", "INT", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD"))
-# These count (each TTIN is one more worker); any other signal already queued
-# is not queued twice, so a burst of HUPs is one reload of the newest file
-# (DESIGN.md, reload rule 1).
-_COUNTED = frozenset({"TTIN", "TTOU"})
 # How often the loop looks at the scoreboard while a worker is starting, so that
 # a hand-over follows readiness closely; otherwise once a second.
 STARTING_POLL = 0.05
@@ -52,9 +46,8 @@ class Master:
         self.target = config.workers
         self.stop_deadline: float | None = None
         self.exit_status = 0
-        self.signals: deque[str] = deque(maxlen=256)
-        self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.workers = Workforce(self.scoreboard, SIGNALS, (self.wake_read, self.wake_write))
+        self.signals = SignalQueue()
+        self.workers = Workforce(self.scoreboard, SIGNALS, self.signals.fds)
         self.pidfile = Pidfile(config.pidfile)
         self.rss_watch = health.RssWatch(config.max_worker_rss)
         self.backoff = health.RespawnBackoff()
@@ -75,9 +68,7 @@ class Master:
             listeners.close(key, sock, unlink=False)
 
     def run(self) -> int:
-        for sig in SIGNALS:
-            signal.signal(sig, self._on_signal)
-        signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
+        self.signals.install(SIGNALS)
         self.pidfile.write(os.getpid())
         log.info("master %d started, %d workers, config %s", os.getpid(), self.target,
                  self.config.path)
@@ -91,9 +82,9 @@ class Master:
                 self.publish_status()
                 if self.stop_deadline is not None and not self.workers:
                     break
-                self._sleep(self._poll_interval())
-                while self.signals:
-                    getattr(self, f"handle_{self.signals.popleft().lower()}")()
+                self.signals.wait(self._poll_interval())
+                while name := self.signals.pop():
+                    getattr(self, f"handle_{name.lower()}")()
         finally:
             for key, sock in self.sockets.items():
                 listeners.close(key, sock, unlink=key in self.bound_here and not self.new_master)
@@ -101,13 +92,6 @@ class Master:
             self._notify("STOPPING=1")
         log.info("master %d exited", os.getpid())
         return self.exit_status
-
-    def _on_signal(self, signum: int, frame: object) -> None:
-        # Only record it: no logging, I/O or locks in a handler (DESIGN.md, reload
-        # rule 1); set_wakeup_fd wakes the loop.
-        name = signal.Signals(signum).name[3:]
-        if name in _COUNTED or name not in self.signals:
-            self.signals.append(name)
 
     def _poll_interval(self) -> float:
         now = time.monotonic()
@@ -117,15 +101,6 @@ class Master:
         if not self.backoff.may_spawn(now):
             interval = min(interval, max(0.0, self.backoff.not_before - now))
         return interval
-
-    def _sleep(self, timeout: float) -> None:
-        if self.signals:
-            return
-        with contextlib.suppress(InterruptedError):
-            select.select([self.wake_read], [], [], timeout)
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self.wake_read, 4096):
-                pass
 
     def _notify(self, *lines: str) -> None:
         # Once a new master has taken over (USR2), systemd's MAINPID is the new one:
@@ -228,10 +203,10 @@ class Master:
     def reap_workers(self) -> None:
         for pid, code, worker in self.workers.reap():
             if pid == self.new_master:
-                log.error("new master %d exited (%s); this master keeps serving",
-                          pid, _describe_exit(code))
                 self.new_master = 0
                 self.pidfile.restore_from_oldbin(os.getpid())
+                log.error("new master %d exited (%s); this master keeps serving",
+                          pid, _describe_exit(code))
                 if self.stop_deadline is None and self.target == 0:  # drained by WINCH
                     log.info("serving again with %d workers", self.config.workers)
                     self.target = self.config.workers
@@ -259,31 +234,14 @@ class Master:
                     f" in {delay:.1f}s" if delay else "")
 
     def check_health(self) -> None:
+        """Kill hung workers; mark for recycling those over max_worker_rss or
+        max_requests (sampled once a second)."""
         now = time.monotonic()
         sample = now >= self.next_sample
         if sample:
             self.next_sample = now + 1.0
-        for worker in self.workers:
-            slot = self.scoreboard.read(worker.slot)
-            if not worker.hung and health.heartbeat_overdue(slot, now, self.config.worker_timeout):
-                log.error("worker %d (pid %d) sent no heartbeat for %.1fs (worker_timeout "
-                          "%.1fs); killing it", worker.number, worker.pid,
-                          now - max(slot.heartbeat, slot.started), self.config.worker_timeout)
-                kill(worker.pid, signal.SIGKILL)
-                worker.hung = True
-                continue
-            if worker.retiring or worker.kill_at or not sample:
-                continue
-            rss, cpu = health.sample_usage(worker.pid)
-            self.scoreboard.set_usage(worker.slot, rss, cpu)
-            if self.rss_watch.over_limit(worker.pid, rss):
-                log.warning("worker %d (pid %d) RSS %d MiB is over max_worker_rss; recycling",
-                            worker.number, worker.pid, rss >> 20)
-                worker.retiring = True
-            elif health.requests_exhausted(slot, self.workers.request_limits.get(worker.pid, 0)):
-                log.info("worker %d (pid %d) served %d requests (max_requests); recycling",
-                         worker.number, worker.pid, slot.requests)
-                worker.retiring = True
+        self.workers.check_health(now, self.config.worker_timeout,
+                                  self.rss_watch if sample else None)
 
     def advance_reload(self) -> None:
         """Hand over to a pending generation once every new worker is ready."""

@@ -96,6 +96,34 @@ class Workforce:
                 self.request_limits.pop(pid, None)
             yield pid, os.waitstatus_to_exitcode(status), worker
 
+    def check_health(self, now: float, worker_timeout: float,
+                     rss_watch: health.RssWatch | None) -> None:
+        """SIGKILL workers whose heartbeat is overdue (they are replaced: their exit
+        counts as a failure); with `rss_watch` (a sampling turn), record RSS and CPU
+        and mark workers over max_worker_rss or max_requests as retiring, to be
+        drained once their replacement is ready."""
+        for worker in self:
+            slot = self.scoreboard.read(worker.slot)
+            if not worker.hung and health.heartbeat_overdue(slot, now, worker_timeout):
+                log.error("worker %d (pid %d) sent no heartbeat for %.1fs (worker_timeout "
+                          "%.1fs); killing it", worker.number, worker.pid,
+                          now - max(slot.heartbeat, slot.started), worker_timeout)
+                kill(worker.pid, signal.SIGKILL)
+                worker.hung = True
+                continue
+            if worker.retiring or worker.kill_at or rss_watch is None:
+                continue
+            rss, cpu = health.sample_usage(worker.pid)
+            self.scoreboard.set_usage(worker.slot, rss, cpu)
+            if rss_watch.over_limit(worker.pid, rss):
+                log.warning("worker %d (pid %d) RSS %d MiB is over max_worker_rss; recycling",
+                            worker.number, worker.pid, rss >> 20)
+                worker.retiring = True
+            elif health.requests_exhausted(slot, self.request_limits.get(worker.pid, 0)):
+                log.info("worker %d (pid %d) served %d requests (max_requests); recycling",
+                         worker.number, worker.pid, slot.requests)
+                worker.retiring = True
+
     # -- counting --------------------------------------------------------------
     def serving(self, generation: int) -> list[WorkerProcess]:
         """Workers of `generation` that are neither draining nor condemned."""

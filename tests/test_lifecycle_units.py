@@ -9,13 +9,13 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections import deque
+import time
 
 from prefork_proxy import listeners
 from prefork_proxy.config import Config
 from prefork_proxy.generations import Generations
-from prefork_proxy.master import Master
 from prefork_proxy.pidfile import Pidfile, read_pid
+from prefork_proxy.signal_queue import SignalQueue
 from tests.support.processes import ROOT
 
 
@@ -64,11 +64,27 @@ def test_generations_that_exited_are_forgotten():
 
 
 def test_signals_coalesce_except_ttin_and_ttou():
-    master = Master.__new__(Master)  # only the signal queue: no sockets, no workers
-    master.signals = deque()
+    queue = SignalQueue()
     for name in ("HUP", "HUP", "TTIN", "TTIN", "CHLD", "HUP", "CHLD", "TTOU"):
-        master._on_signal(getattr(signal, f"SIG{name}"), None)
-    assert list(master.signals) == ["HUP", "TTIN", "TTIN", "CHLD", "TTOU"]
+        queue.record(getattr(signal, f"SIG{name}"))
+    assert [queue.pop() for _ in range(6)] == ["HUP", "TTIN", "TTIN", "CHLD", "TTOU", None]
+    queue.record(signal.SIGHUP)  # coalescing is only among queued signals
+    assert queue.pop() == "HUP"
+
+
+def test_a_signal_wakes_the_queue_at_once():
+    queue = SignalQueue()
+    previous = signal.getsignal(signal.SIGUSR2)
+    old_fd = signal.set_wakeup_fd(-1)
+    try:
+        queue.install([signal.SIGUSR2])
+        os.kill(os.getpid(), signal.SIGUSR2)
+        started = time.monotonic()
+        queue.wait(5.0)
+        assert time.monotonic() - started < 1.0 and queue.pop() == "USR2"
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        signal.signal(signal.SIGUSR2, previous)
 
 
 def test_pidfile_oldbin_and_restore(tmp_path):
