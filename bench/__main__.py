@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     results = runner.new_results(settings, classes, log_dir)
     results.versions.update(tool_versions())
     nofile = procs.raise_open_file_limit()
+    results.settings["open_files"] = nofile
     runner.say(f"bench: {results.mode} mode, {settings.runs} run(s) of {settings.seconds:g} s, "
                f"proxies {', '.join(results.proxies)}; open files {nofile}; logs in {log_dir}")
 

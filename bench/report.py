@@ -145,7 +145,8 @@ def markdown(results: Results) -> str:
         f"- **Machine:** {machine['cores']} cores, {machine['cpu']}, Linux {machine['kernel']}, "
         f"Python {machine['python']}; load average at start {machine['load_average_at_start']}. "
         "Shared and noisy: the ratios within one run are the figures that count.",
-        f"- **Workers:** {settings['workers']} for every proxy (mitmproxy runs one process).",
+        f"- **Workers:** {settings['workers']} for every proxy (mitmproxy runs one process). "
+        f"Open-file limit (RLIMIT_NOFILE) for every process: {settings.get('open_files', '?')}.",
         f"- **Versions:** {versions}.",
     ]
     lines += [f"- **{name} unavailable:** {reason}" for name, reason in results.unavailable.items()]
