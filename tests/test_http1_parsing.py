@@ -106,6 +106,11 @@ def test_a_chunked_body_comes_out_de_chunked_with_extensions_and_trailers_ignore
     assert body == b"hello world"
 
 
+def test_whitespace_around_a_content_length_is_allowed() -> None:
+    request, body = read(HEAD + b"Content-Length: \t 5 \t\r\n\r\nhello")
+    assert (request.content_length, body) == (5, b"hello")
+
+
 def test_transfer_encoding_chunked_is_case_insensitive() -> None:
     request, body = read(HEAD + b"Transfer-Encoding: Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
     assert request.chunked and body == b"abc"

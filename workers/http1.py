@@ -203,7 +203,8 @@ def _check_head(request: Request) -> None:
             request.host = value
         elif lower == b"content-length":
             content_lengths += 1
-            if not value.isdigit():
+            # llhttp keeps trailing whitespace (OWS, RFC 9110 §5.5), as nginx strips it.
+            if not value.rstrip(b" \t").isdigit():
                 raise HttpError(400, "invalid Content-Length")
             request.content_length = int(value)
         elif lower == b"transfer-encoding":
