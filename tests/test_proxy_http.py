@@ -14,17 +14,15 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import socket
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tests.support.processes import ROOT, Process, Upstream, free_port, port_open, wait_for
+from tests.support.memory import RssSampler
+from tests.support.peers import ClosingPeer, start_upstream_on
+from tests.support.processes import Upstream, free_port, wait_for
 from tests.support.sites import Site, refused_port, running_site
 from tests.support.wire import ServerClosed, Wire, chunked, get, request
 
@@ -497,38 +495,6 @@ MB = 1 << 20
 PIECE = os.urandom(MB)
 
 
-class RssSampler:
-    """Samples a process's RSS every few milliseconds in a thread; `.peak` is the max."""
-
-    def __init__(self, process: psutil.Process) -> None:
-        self.process = process
-        self.baseline = process.memory_info().rss
-        self.peak = self.baseline
-        self.samples = 0
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stopped.wait(0.005):
-            try:
-                self.peak = max(self.peak, self.process.memory_info().rss)
-            except psutil.Error:
-                return
-            self.samples += 1
-
-    def __enter__(self) -> RssSampler:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopped.set()
-        self.thread.join(5)
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.baseline
-
-
 @pytest.fixture
 def streaming_proxy(start_proxy, upstream):  # noqa: ANN001, ANN201
     proxy = start_proxy(f"""
@@ -606,14 +572,6 @@ def test_a_50_mb_download_streams_through_a_worker(streaming_proxy, path: str) -
 
 
 # -- peers failing -----------------------------------------------------------------------------
-
-def start_upstream_on(port: int, log_path: Path) -> Process:
-    """tests/support/http_upstream.py on a given port (to restart one in place)."""
-    process = Process([sys.executable, str(ROOT / "tests/support/http_upstream.py"), str(port)],
-                      log_path)
-    wait_for(lambda: port_open(port), message="the upstream to listen")
-    return process
-
 
 def test_a_dead_peer_is_skipped_and_banned_while_the_live_one_serves(
         start_proxy, upstream, dead_port: int) -> None:  # noqa: ANN001
@@ -730,38 +688,6 @@ def test_a_path_no_location_matches_is_404_and_never_sent_upstream(
         wire.send(request("GET", "/api/x"))  # a 404 keeps the connection
         assert wire.response().json()["path"] == "/api/x"
     assert get(upstream.port, "/stats").json()["paths"] == ["/api/x"]
-
-
-class ClosingPeer:
-    """A peer that accepts each connection, reads the request head and closes without
-    answering (a crashed application), in a thread; `.accepted` counts connections."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.2)
-        self.port = self.listener.getsockname()[1]
-        self.accepted = 0
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            self.accepted += 1
-            with conn:
-                conn.settimeout(5)
-                data = b""
-                while b"\r\n\r\n" not in data and (more := conn.recv(65536)):
-                    data += more
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.thread.join(5)
-        self.listener.close()
 
 
 def test_after_an_upstream_error_only_an_idempotent_request_moves_to_the_next_peer(
