@@ -39,6 +39,7 @@ PIECE = b"x" * 65536
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls on keep-alive
 
     def setup(self):
         global CONNECTIONS
