@@ -49,7 +49,11 @@ def fork_worker(config: Config, sockets: dict[str, socket.socket], scoreboard: S
     """
     signals = list(signals)
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:  # EAGAIN, ENOMEM: the master goes on with its signals unblocked
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        raise
     if pid:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         return pid

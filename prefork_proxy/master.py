@@ -139,7 +139,9 @@ class Master:
         number = self.generations.start(config, time.monotonic() + _ready_deadline(config))
         log.info("reloading: starting generation %d with %d workers", number, config.workers)
         for worker_number in range(1, config.workers + 1):
-            self.workers.spawn(worker_number, number, config, self.sockets)
+            if not self.workers.spawn(worker_number, number, config, self.sockets):
+                self._abort_reload("cannot fork the new workers")
+                return
 
     def handle_quit(self) -> None:
         self._stop(signal.SIGQUIT, self.config.graceful_timeout, "graceful stop")
@@ -288,7 +290,10 @@ class Master:
         used = {w.number for w in serving if not w.retiring}
         while len(used) < self.target and self.backoff.may_spawn(time.monotonic()):
             number = next(n for n in range(1, len(used) + 2) if n not in used)
-            self.workers.spawn(number, self.generations.current, self.config, self.sockets)
+            if not self.workers.spawn(number, self.generations.current, self.config,
+                                      self.sockets):
+                self.backoff.worker_died(0.0, time.monotonic())  # retry later
+                return
             used.add(number)
 
     def publish_status(self) -> None:

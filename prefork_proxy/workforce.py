@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterable, Iterator
 
@@ -40,15 +41,23 @@ class Workforce:
     def __iter__(self) -> Iterator[WorkerProcess]:
         return iter(list(self.workers.values()))
 
-    def spawn(self, number: int, generation: int, config: Config, sockets: dict) -> None:
+    def spawn(self, number: int, generation: int, config: Config,
+              sockets: dict[str, socket.socket]) -> bool:
+        """Fork worker `number` of `generation`; False (logged) if fork() failed."""
         slot = self.scoreboard.claim(number, generation, time.monotonic())
-        pid = fork_worker(config, sockets, self.scoreboard, slot, number, generation,
-                          self.blocked_signals, self.close_in_child)
+        try:
+            pid = fork_worker(config, sockets, self.scoreboard, slot, number, generation,
+                              self.blocked_signals, self.close_in_child)
+        except OSError as exc:
+            self.scoreboard.release(slot)
+            log.error("cannot fork worker %d: %s", number, exc)
+            return False
         self.scoreboard.set_pid(slot, pid)
         self.workers[pid] = WorkerProcess(pid, number, generation, slot, time.monotonic())
         limit = health.request_limit(config.max_requests, config.max_requests_jitter)
         if limit:
             self.request_limits[pid] = limit
+        return True
 
     def drain(self, worker: WorkerProcess, graceful_timeout: float) -> None:
         """Tell a worker to stop accepting and finish what it has in flight; it is

@@ -80,7 +80,9 @@ def test_hup_with_a_bad_config_keeps_serving(start_proxy, upstream):
 def test_hup_burst_runs_the_newest_config_and_leaks_nothing(start_proxy, upstream):
     proxy = start_proxy(proxy_config(upstream.port, workers=2, graceful_timeout="5s"))
     master = proxy.pid
-    fds_before = len(os.listdir(f"/proc/{master}/fd"))
+    # The master briefly opens /proc files when it samples its workers: count the
+    # fewest descriptors seen.
+    fds_before = min(len(os.listdir(f"/proc/{master}/fd")) for _ in range(20))
     text = proxy.config_path.read_text()
     with Load(proxy.port, new_connection=1, keep_alive=1) as load:
         for burst in range(8):
@@ -99,7 +101,7 @@ def test_hup_burst_runs_the_newest_config_and_leaks_nothing(start_proxy, upstrea
     newest = wait_for(lambda: (lambda g: len(set(g)) == 1 and len(g) == 2 and g)(
         worker_generations(master)), 15, message="old generations to exit")
     assert len(children_of(master)) == 2
-    wait_for(lambda: len(os.listdir(f"/proc/{master}/fd")) == fds_before, 5,
+    wait_for(lambda: len(os.listdir(f"/proc/{master}/fd")) <= fds_before, 5,
              message=f"the master's descriptors to return to {fds_before}")
     assert get(proxy.port, "/v6/x")[1].count(b'"path": "/v6/x"')  # older locations are gone
     print(f"\nburst of 8 HUPs ended on generation {newest[0]}: {load.summary()}")
