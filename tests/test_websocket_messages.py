@@ -6,10 +6,12 @@ echo upstream, with the real master and worker in between.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
 import struct
+import threading
 
 import pytest
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
@@ -142,5 +144,36 @@ def test_bytes_the_upstream_sent_with_its_101_reach_the_client_first(start_proxy
             assert data.partition(b"\r\n\r\n")[2] == b"\x81\x05hello"
             sock.sendall(b"after")  # then the tunnel is open both ways
             assert _read_until(sock, b"after").endswith(b"after")
+    finally:
+        upstream.close()
+
+
+def test_slow_readers_on_both_sides_get_every_byte_in_order(start_proxy):
+    # Tiny receive buffers at both ends: the proxy's sends fall short all the time,
+    # so both directions park their rest and wait for the peer to drain.
+    upstream = ScriptedUpstream(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept_key(SAMPLE_KEY) + b"\r\n\r\n",
+        receive_buffer=4096)
+    payload = os.urandom(8 * 1024 * 1024)
+    try:
+        proxy = start_proxy(proxy_config(upstream.address))
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(30)
+            sock.connect(("127.0.0.1", proxy.port))
+            sock.sendall(upgrade_request())
+            head = _read_until(sock, b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101") and head.endswith(b"\r\n\r\n")
+            sender = threading.Thread(target=sock.sendall, args=(payload,), daemon=True)
+            sender.start()
+            received = bytearray()
+            while len(received) < len(payload):
+                more = sock.recv(65536)
+                assert more, f"closed after {len(received)} bytes"
+                received += more
+            sender.join(30)
+        assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+        assert "Traceback" not in proxy.log()  # no pump may ever wait inside the hub
     finally:
         upstream.close()

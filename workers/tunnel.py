@@ -23,6 +23,7 @@ nginx rules kept here (ngx_http_upstream_process_upgraded):
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 
 from gevent import get_hub
@@ -30,8 +31,8 @@ from gevent.hub import Waiter
 
 from workers.buffers import pool
 from workers.stats import stats
+from workers.stream import Stream
 
-_READ, _WRITE = 1, 2  # libev event masks
 SMALL_REST = 64 * 1024  # an unsent rest up to this size is copied out of the pooled buffer
 
 
@@ -39,15 +40,19 @@ class _Direction:
     """Bytes from `source` to `destination`, moved by watcher callbacks in the hub."""
 
     __slots__ = ("tunnel", "source", "destination", "to_client", "reader", "writer",
-                 "held", "pending")
+                 "destination_stream", "held", "pending")
 
-    def __init__(self, tunnel: Tunnel, source, destination, to_client: bool) -> None:  # noqa: ANN001
+    def __init__(self, tunnel: Tunnel, source: Stream, destination: Stream,
+                 to_client: bool) -> None:
         self.tunnel = tunnel
-        self.source = source
-        self.destination = destination
+        # The plain non-blocking sockets under the streams: a call never parks the hub.
+        self.source: socket.socket = source.sock
+        self.destination: socket.socket = destination.sock
         self.to_client = to_client  # counts as bytes_out (upstream -> client)
-        self.reader = tunnel.loop.io(source.fileno(), _READ)
-        self.writer = None  # made on the first send the destination cannot take at once
+        # The streams' own persistent watchers, free while the tunnel owns the streams.
+        self.reader = source.read_event
+        self.writer = None  # the destination's write watcher, once a send falls short
+        self.destination_stream = destination
         self.held = None  # the pooled buffer `pending` points into, if it does
         self.pending = None  # what the destination has not taken yet
 
@@ -95,7 +100,7 @@ class _Direction:
             self.held, self.pending = buffer, buffer[sent:count]
         self.reader.stop()
         if self.writer is None:
-            self.writer = tunnel.loop.io(self.destination.fileno(), _WRITE)
+            self.writer = self.destination_stream.write_event
         self.writer.start(self.writable)
 
     def writable(self) -> None:
@@ -121,9 +126,10 @@ class _Direction:
             self.held = None
 
     def close(self) -> None:
-        self.reader.close()
+        """Stop the watchers (the streams close them) and return any buffer."""
+        self.reader.stop()
         if self.writer is not None:
-            self.writer.close()
+            self.writer.stop()
         self.release()
 
 
@@ -133,7 +139,7 @@ class Tunnel:
     __slots__ = ("loop", "idle_timeout", "last_activity", "timer", "waiter", "ended",
                  "directions")
 
-    def __init__(self, client_sock, upstream_sock, idle_timeout: float) -> None:  # noqa: ANN001
+    def __init__(self, client: Stream, upstream: Stream, idle_timeout: float) -> None:
         hub = get_hub()
         self.loop = hub.loop
         self.waiter = Waiter(hub)
@@ -141,8 +147,8 @@ class Tunnel:
         self.last_activity = time.monotonic()
         self.timer = None
         self.ended = False
-        self.directions = (_Direction(self, client_sock, upstream_sock, False),
-                           _Direction(self, upstream_sock, client_sock, True))
+        self.directions = (_Direction(self, client, upstream, False),
+                           _Direction(self, upstream, client, True))
 
     def run(self) -> None:
         """Pump until either side closes, an error, or the idle timeout."""
@@ -187,11 +193,11 @@ class Tunnel:
         self.waiter.switch(None)  # last: the greenlet runs the cleanup in `run`
 
 
-def run_tunnel(client_sock, upstream_sock, client_rest: bytes, upstream_rest: bytes,  # noqa: ANN001
-               idle_timeout: float) -> None:
-    """Join the client and upstream sockets until the tunnel ends; close the upstream.
+def run_tunnel(client_sock: Stream, upstream_sock: Stream, client_rest: bytes,
+               upstream_rest: bytes, idle_timeout: float) -> None:
+    """Join the client and upstream streams until the tunnel ends; close the upstream.
 
-    The caller (the client connection) closes the client socket afterwards.
+    The caller (the client connection) closes the client stream afterwards.
     """
     stats.tunnels += 1
     try:
@@ -202,8 +208,6 @@ def run_tunnel(client_sock, upstream_sock, client_rest: bytes, upstream_rest: by
         if client_rest:  # nginx: client bytes read past the request head go first
             upstream_sock.sendall(client_rest)
         # From here on the watchers wait; the sockets themselves never block.
-        client_sock.settimeout(0.0)
-        upstream_sock.settimeout(0.0)
         Tunnel(client_sock, upstream_sock, idle_timeout).run()
     except OSError:
         pass

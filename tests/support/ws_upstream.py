@@ -6,7 +6,8 @@
 * `ScriptedUpstream(answer)`: a one-connection-at-a-time raw TCP upstream in a
   thread of the test process. It reads one request head, records it, sends
   `answer` in a single write (so a test controls exactly which bytes follow a
-  101 head), then echoes whatever arrives until the peer closes.
+  101 head), then echoes whatever arrives until the peer closes. A small
+  `receive_buffer` makes it a slow reader.
 """
 
 from __future__ import annotations
@@ -46,10 +47,14 @@ def start_ws_echo(started: list[Process], tmp_path: Path) -> WsEcho:
 class ScriptedUpstream:
     """Answers every connection's request head with fixed bytes, then echoes."""
 
-    def __init__(self, answer: bytes) -> None:
+    def __init__(self, answer: bytes, receive_buffer: int = 0) -> None:
         self.answer = answer
         self.heads: list[bytes] = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener = socket.socket()
+        if receive_buffer:  # set before listen(): accepted sockets inherit it
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
         self.port = self.listener.getsockname()[1]
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
