@@ -8,8 +8,11 @@ becomes readable, and an EOF that arrives while earlier bytes still wait.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import struct
+import termios
 
 import gevent
 import pytest
@@ -38,10 +41,7 @@ def _fill(sock: socket.socket) -> int:
 
 
 def _unread(sock) -> int:  # noqa: ANN001
-    import fcntl
-    import struct
-    import termios
-
+    """Bytes waiting in a socket's receive queue (FIONREAD)."""
     return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
