@@ -100,6 +100,7 @@ def test_a_destination_already_full_parks_the_rest_without_waiting_in_the_hub(hu
     client.close()
     client_app.close()
     assert tunnel.dead and not hub_errors
+    assert tunnel.value == len(payload)  # bytes relayed to the client, for the access log
 
 
 def test_an_eof_behind_parked_bytes_ends_the_tunnel_only_after_they_are_sent(hub_errors):
@@ -119,7 +120,7 @@ def test_an_eof_behind_parked_bytes_ends_the_tunnel_only_after_they_are_sent(hub
     assert not tunnel.dead  # ...and parks them: the EOF behind them is not read yet
     assert _read_exactly(client_app, filler + len(payload))[filler:] == payload
     tunnel.join(10)
-    assert tunnel.dead
+    assert tunnel.dead and tunnel.value == len(payload)
     client.close()
     assert client_app.recv(1) == b""  # then the client side is closed too
     client_app.close()

@@ -40,7 +40,7 @@ class _Direction:
     """Bytes from `source` to `destination`, moved by watcher callbacks in the hub."""
 
     __slots__ = ("tunnel", "source", "destination", "to_client", "reader", "writer",
-                 "destination_stream", "held", "pending")
+                 "destination_stream", "held", "pending", "moved")
 
     def __init__(self, tunnel: Tunnel, source: Stream, destination: Stream,
                  to_client: bool) -> None:
@@ -55,6 +55,7 @@ class _Direction:
         self.destination_stream = destination
         self.held = None  # the pooled buffer `pending` points into, if it does
         self.pending = None  # what the destination has not taken yet
+        self.moved = 0  # bytes read from the source (all sent, unless the tunnel broke)
 
     def start(self) -> None:
         self.reader.start(self.readable)
@@ -76,6 +77,7 @@ class _Direction:
             return
         tunnel = self.tunnel
         tunnel.last_activity = time.monotonic()
+        self.moved += count
         if self.to_client:
             stats.bytes_out += count
         else:
@@ -194,12 +196,15 @@ class Tunnel:
 
 
 def run_tunnel(client_sock: Stream, upstream_sock: Stream, client_rest: bytes,
-               upstream_rest: bytes, idle_timeout: float) -> None:
+               upstream_rest: bytes, idle_timeout: float) -> int:
     """Join the client and upstream streams until the tunnel ends; close the upstream.
 
-    The caller (the client connection) closes the client stream afterwards.
+    Returns the bytes relayed to the client, for the access log (nginx logs
+    them as $body_bytes_sent of an upgraded connection). The caller (the
+    client connection) closes the client stream afterwards.
     """
     stats.tunnels += 1
+    tunnel = None
     try:
         client_sock.settimeout(idle_timeout)
         upstream_sock.settimeout(idle_timeout)
@@ -208,10 +213,12 @@ def run_tunnel(client_sock: Stream, upstream_sock: Stream, client_rest: bytes,
         if client_rest:  # nginx: client bytes read past the request head go first
             upstream_sock.sendall(client_rest)
         # From here on the watchers wait; the sockets themselves never block.
-        Tunnel(client_sock, upstream_sock, idle_timeout).run()
+        tunnel = Tunnel(client_sock, upstream_sock, idle_timeout)
+        tunnel.run()
     except OSError:
         pass
     finally:
         stats.tunnels -= 1
         with contextlib.suppress(OSError):
             upstream_sock.close()
+    return len(upstream_rest) + (tunnel.directions[1].moved if tunnel else 0)
