@@ -102,8 +102,9 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
             raise UpstreamError(502, "upstream switched protocols without an Upgrade request")
         conn.status = 101
         conn.send(header_rules.switching_protocols_head(response.status_line, response.headers))
-        run_tunnel(conn.sock, sock, conn.reader.take_upgrade_rest(), rest,
-                   location.read_timeout)
+        # The access log counts what the tunnel relayed to the client, as nginx does.
+        conn.body_bytes = run_tunnel(conn.sock, sock, conn.reader.take_upgrade_rest(), rest,
+                                     location.read_timeout)
         return False
     try:
         keep_alive, reusable = relay_response(conn, request, sock, response, rest,
