@@ -58,10 +58,11 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
         connection: UpstreamConnection | None = None
         body_sent = False
         try:
-            # Every request checks its pooled connection: bytes that arrived while it was
-            # idle must never be read as this request's response (nginx closes a cached
-            # connection once it turns readable: ngx_http_upstream_keepalive_close_handler).
-            connection = pool.acquire(peer_index, location.connect_timeout, pooled=free_retry)
+            # An idle pooled connection that turned readable has been closed already
+            # (upstreams.py); a request with a body also peeks, since a body cannot be
+            # sent twice.
+            connection = pool.acquire(peer_index, location.connect_timeout, pooled=free_retry,
+                                      check=request.has_body)
             balancer.peers[peer_index].conns += 1
             try:
                 body_sent = _send_request(conn, request, connection.sock, head, location)

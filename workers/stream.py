@@ -25,6 +25,7 @@ import time
 import gevent
 from gevent import get_hub, getcurrent
 from gevent import socket as gsocket
+from gevent.hub import Waiter
 
 from prefork_proxy.values import Address
 
@@ -36,7 +37,7 @@ _waiting: set[Stream] = set()
 
 class Stream:
     __slots__ = ("sock", "hub", "read_event", "_write_event", "timeout", "deadline",
-                 "waiter", "__weakref__")
+                 "waiter", "read_waiter", "idle_handler", "__weakref__")
 
     def __init__(self, sock: socket.socket, timeout: float | None = None) -> None:
         sock.setblocking(False)
@@ -48,8 +49,46 @@ class Stream:
         self.timeout = timeout
         self.deadline = 0.0
         self.waiter = None
+        self.read_waiter: Waiter | None = None
+        # Called (in the hub) if the stream turns readable while nobody reads it:
+        # how an idle pooled upstream connection learns that it was closed.
+        self.idle_handler = None
 
     # -- waiting -------------------------------------------------------------------
+    def _wait_read(self) -> None:
+        """Park until readable. The read watcher stays started between waits:
+        stopping and restarting it costs libev an epoll_ctl per wait, and a
+        request/response exchange waits twice. `_readable` stops it if data
+        comes while nobody waits, so it never spins."""
+        waiter = Waiter(self.hub)
+        self.read_waiter = waiter
+        if not self.read_event.active:
+            self.read_event.start(self._readable)
+        if self.timeout is None:
+            try:
+                waiter.get()
+            finally:
+                self.read_waiter = None
+            return
+        self.deadline = _monotonic() + self.timeout
+        self.waiter = getcurrent()
+        _waiting.add(self)
+        try:
+            waiter.get()
+        finally:
+            _waiting.discard(self)
+            self.waiter = self.read_waiter = None
+
+    def _readable(self) -> None:
+        waiter = self.read_waiter
+        if waiter is not None:
+            self.read_waiter = None
+            waiter.switch(None)
+            return
+        self.read_event.stop()
+        if self.idle_handler is not None:
+            self.idle_handler(self)
+
     def _wait(self, watcher) -> None:  # noqa: ANN001
         if self.timeout is None:
             self.hub.wait(watcher)
@@ -71,7 +110,7 @@ class Stream:
 
     def wait_readable(self) -> None:
         """Park until there is something to read (or EOF), holding no buffer."""
-        self._wait(self.read_event)
+        self._wait_read()
 
     # -- the socket methods the data path uses -------------------------------------
     def settimeout(self, timeout: float | None) -> None:
@@ -82,13 +121,13 @@ class Stream:
             try:
                 return self.sock.recv(size, flags)
             except BlockingIOError:
-                self._wait(self.read_event)
+                self._wait_read()
 
     def recv_when_ready(self, size: int) -> bytes:
         """recv() for data that cannot have arrived yet (a reply to what we just
         sent, the next request after a response): wait first, which saves the
         EAGAIN round trip a plain recv() would make."""
-        self._wait(self.read_event)
+        self._wait_read()
         return self.recv(size)
 
     def recv_nowait(self, size: int) -> bytes | None:
@@ -103,7 +142,7 @@ class Stream:
             try:
                 return self.sock.recv_into(buffer, size)
             except BlockingIOError:
-                self._wait(self.read_event)
+                self._wait_read()
 
     def send(self, data) -> int:  # noqa: ANN001
         while True:

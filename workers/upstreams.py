@@ -2,9 +2,10 @@
 
 nginx 1.29.7 keeps 32 idle connections per upstream and worker, closing the
 least recently used first; a connection is retired after `keepalive_requests`
-requests or `keepalive_timeout` idle. Before a request with a body goes down a
-pooled connection, the connection is checked to be still open (the upstream
-may have closed it while idle), so a body is never sent into a dead socket.
+requests or `keepalive_timeout` idle. An idle connection is watched, as nginx's
+ngx_http_upstream_keepalive_close_handler does: if it turns readable (the
+upstream closed it, or sent bytes nobody asked for), it is closed at once, so
+those bytes are never read as the next request's response.
 """
 
 from __future__ import annotations
@@ -41,14 +42,14 @@ class UpstreamPool:
         self.upstream = upstream
         self.balancer = Balancer(upstream)
         self.idle: deque[UpstreamConnection] = deque()
+        self._on_idle_readable = self._closed_while_idle
 
     def acquire(self, peer_index: int, connect_timeout: float, *, pooled: bool = True,
-                check: bool = True) -> UpstreamConnection:
+                check: bool = False) -> UpstreamConnection:
         """A connection to a peer: a pooled one if any, else a new one.
 
-        With `check`, a pooled connection is first checked to be still open and to
-        hold no stray bytes (one non-blocking peek); without it, bytes an upstream
-        sent while the connection was idle would be read as the next response.
+        With `check`, a pooled connection is also peeked at (one syscall) before
+        use, for the case where it turned readable in this very loop iteration.
         """
         if pooled:
             connection = self._take_idle(peer_index, check)
@@ -65,6 +66,10 @@ class UpstreamPool:
             connection.close()
             return
         connection.idle_since = time.monotonic()
+        stream = connection.sock
+        stream.idle_handler = self._on_idle_readable
+        if not stream.read_event.active:
+            stream.read_event.start(stream._readable)
         self.idle.append(connection)
         if len(self.idle) > self.upstream.keepalive:
             self.idle.popleft().close()  # the least recently used
@@ -79,11 +84,20 @@ class UpstreamPool:
             if connection.peer_index != peer_index:
                 continue
             del idle[position]
+            connection.sock.idle_handler = None
             if connection.idle_since < limit or (check and not connection.sock.alive()):
                 connection.close()
                 continue
             return connection
         return None
+
+    def _closed_while_idle(self, stream: Stream) -> None:
+        """Runs in the hub when an idle connection turns readable."""
+        for connection in self.idle:
+            if connection.sock is stream:
+                self.idle.remove(connection)
+                connection.close()
+                return
 
     def close_all(self) -> None:
         while self.idle:
