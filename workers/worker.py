@@ -144,6 +144,11 @@ class Worker:
             ClientConnection(client, address, site, server_port).serve()
 
         server = StreamServer(sock, handle, spawn=self.connections)
+        # One accept per wake-up: with gevent's default of 100, the first worker
+        # to wake drains the whole shared queue, and a burst of new connections
+        # (a load balancer, wrk) all lands on it. One at a time, the workers take
+        # turns, and a busy worker comes back to accept later than an idle one.
+        server.max_accept = 1
         server.start()
         return server
 
