@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.configs import one_location
 from tests.support.memory import RssSampler
 from tests.support.peers import ClosingPeer, start_upstream_on
 from tests.support.processes import Upstream, free_port, wait_for
@@ -364,14 +365,7 @@ def test_bytes_an_upstream_sends_on_an_idle_pooled_connection_never_answer_a_req
     # nginx's keepalive module closes a cached connection as soon as it turns readable
     # (ngx_http_upstream_keepalive_close_handler); a response nobody asked for must
     # never be taken as the answer to the next client's request.
-    proxy = start_proxy(f"""
-        workers = 1
-        [[server]]
-        listen = ["127.0.0.1:{{port}}"]
-          [[server.location]]
-          path = "/"
-          proxy_pass = "{upstream.address}"
-    """)
+    proxy = start_proxy(one_location(upstream.address))
     assert get(proxy.port, "/extra-response").body == b"ok"
     # Loopback delivers a write at once: once it is written, it sits in the pool.
     wait_for(lambda: "/extra-response:sent" in get(upstream.port, "/stats").json()["paths"],
@@ -384,14 +378,7 @@ def test_bytes_an_upstream_sends_on_an_idle_pooled_connection_never_answer_a_req
 def test_data_after_the_last_chunk_is_not_relayed_and_not_kept(
         start_proxy, upstream) -> None:  # noqa: ANN001
     # nginx: "upstream sent data after final chunk" - dropped, and no keep-alive.
-    proxy = start_proxy(f"""
-        workers = 1
-        [[server]]
-        listen = ["127.0.0.1:{{port}}"]
-          [[server.location]]
-          path = "/"
-          proxy_pass = "{upstream.address}"
-    """)
+    proxy = start_proxy(one_location(upstream.address))
     with Wire(proxy.port) as wire:
         wire.send(request("GET", "/chunked-extra"))
         response = wire.response()
@@ -602,14 +589,7 @@ def test_a_pooled_connection_the_upstream_closed_is_retried_on_a_fresh_one(
     port = free_port()
     first = start_upstream_on(port, tmp_path / "upstream-1.log")
     started.append(first)
-    proxy = start_proxy(f"""
-        workers = 1
-        [[server]]
-        listen = ["127.0.0.1:{{port}}"]
-          [[server.location]]
-          path = "/"
-          proxy_pass = "127.0.0.1:{port}"
-    """)
+    proxy = start_proxy(one_location(f"127.0.0.1:{port}"))
     assert get(proxy.port, "/echo/pooled").status == 200  # leaves a connection in the pool
     first.stop()  # the pooled connection is now closed by its peer
     started.append(start_upstream_on(port, tmp_path / "upstream-2.log"))
@@ -673,14 +653,7 @@ def test_a_backup_serves_only_while_the_primary_is_down(
 
 def test_a_path_no_location_matches_is_404_and_never_sent_upstream(
         start_proxy, upstream) -> None:  # noqa: ANN001
-    proxy = start_proxy(f"""
-        workers = 1
-        [[server]]
-        listen = ["127.0.0.1:{{port}}"]
-          [[server.location]]
-          path = "/api/"
-          proxy_pass = "{upstream.address}"
-    """)
+    proxy = start_proxy(one_location(upstream.address, path="/api/"))
     with Wire(proxy.port) as wire:
         wire.send(request("GET", "/other"))
         response = wire.response()

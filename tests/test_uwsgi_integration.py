@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from tests.support.configs import one_location
 from tests.support.processes import wait_for
 from tests.support.raw_http import chunked, exchange, read_reply
 from tests.support.scripted_uwsgi import ScriptedUwsgi
@@ -25,17 +26,8 @@ MiB = 1 << 20
 
 def uwsgi_config(uwsgi_pass: str, extra: str = "") -> str:
     """A one-worker proxy with `location /` calling `uwsgi_pass`."""
-    return f"""
-        workers = 1
-        access_log = "off"
-        [[server]]
-        listen = ["127.0.0.1:{{port}}"]
-          [[server.location]]
-          path = "/"
-          uwsgi_pass = "{uwsgi_pass}"
-          client_max_body_size = "0"
-          {extra}
-        """
+    return one_location(uwsgi_pass, top='workers = 1\naccess_log = "off"',
+                        directive="uwsgi_pass", location=f'client_max_body_size = "0"\n{extra}')
 
 
 @pytest.fixture

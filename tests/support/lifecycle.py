@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from tests.support.configs import one_location
 from tests.support.processes import Process, Proxy, wait_for
 
 # A request on a reused keep-alive connection that the server closed between
@@ -39,14 +40,7 @@ def proxy_config(upstream_port: int, **settings: object) -> str:
         rendered = f'"{value}"' if isinstance(value, str) else str(value).lower() \
             if isinstance(value, bool) else str(value)
         lines.append(f"{key} = {rendered}")
-    lines += [
-        "[[server]]",
-        'listen = ["127.0.0.1:{port}"]',
-        "  [[server.location]]",
-        '  path = "/"',
-        f'  proxy_pass = "127.0.0.1:{upstream_port}"',
-    ]
-    return "\n".join(lines) + "\n"
+    return one_location(f"127.0.0.1:{upstream_port}", top="\n".join(lines))
 
 
 @dataclass

@@ -18,6 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
+from tests.support.configs import one_location
 from tests.support.processes import Process, free_port, port_open, wait_for
 
 
@@ -97,14 +98,5 @@ class ScriptedUpstream:
 
 def proxy_config(upstream: str, location: str = "", top: str = "") -> str:
     """A one-worker proxy config for `start_proxy` with one `proxy_pass` location."""
-    return f"""\
-workers = 1
-access_log = "off"
-{top}
-[[server]]
-listen = ["127.0.0.1:{{port}}"]
-  [[server.location]]
-  path = "/"
-  proxy_pass = "{upstream}"
-  {location}
-"""
+    return one_location(upstream, top=f'workers = 1\naccess_log = "off"\n{top}',
+                        location=location)
