@@ -13,7 +13,7 @@ import logging
 
 import gevent
 
-from workers import proxy_http
+from workers import proxy_http, uwsgi
 from workers.errors import HttpError, error_page
 from workers.http1 import ClientClosed, RequestReader
 from workers.stats import stats
@@ -115,8 +115,6 @@ class ClientConnection:
             if request.expect_continue and request.has_body:
                 self.sock.sendall(CONTINUE)  # nginx answers 100 itself, then reads the body
             if location.protocol == "uwsgi":
-                from workers import uwsgi
-
                 keep = uwsgi.forward(self, request, location)
             else:
                 keep = proxy_http.forward(self, request, location)
