@@ -4,9 +4,17 @@ Requests towards the upstream and responses towards the client both lose their
 hop-by-hop headers (RFC 9110 §7.6.1): the fixed set below plus every header
 that `Connection` names. Framing (Content-Length / Transfer-Encoding) is never
 copied: it is regenerated from the body actually sent, as nginx does.
+
+Each direction has two builders with the same rules: one over (name, value)
+pairs, and one over a head's header lines as received (`CRLF name: value`
+repeated, then a CRLF), which drops the lines that must not pass with one
+regular expression in C. The parsers hand over lines when the head was plain
+and its Connection header names nothing but close or keep-alive.
 """
 
 from __future__ import annotations
+
+import re
 
 # RFC 9110 §7.6.1 and nginx's proxy module: never copied from one hop to the next.
 # Content-Length is regenerated; Expect is answered by the proxy itself.
@@ -18,6 +26,31 @@ HOP_BY_HOP = frozenset({
 FORWARDED = frozenset({b"x-forwarded-for", b"x-real-ip", b"x-forwarded-proto",
                        b"x-forwarded-host"})
 _DROP_FROM_REQUEST = HOP_BY_HOP | FORWARDED
+
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_HOP_BY_HOP_NAMES = (rb"connection|keep-alive|te|trailer|transfer-encoding|upgrade"
+                     rb"|content-length|expect|proxy" + _TOKEN + rb"*")
+# One header line, with the CRLF before it, whose header must not be relayed.
+_HOP_BY_HOP_LINE = re.compile(rb"\r\n(?:" + _HOP_BY_HOP_NAMES + rb"):[^\r]*", re.IGNORECASE)
+_NOT_FORWARDED_LINE = re.compile(
+    rb"\r\n(?:" + _HOP_BY_HOP_NAMES
+    + rb"|x-forwarded-for|x-real-ip|x-forwarded-proto|x-forwarded-host):[^\r]*",
+    re.IGNORECASE)
+
+
+# Connection tokens that name no header to drop (RFC 9112 §9.3, §9.6).
+PLAIN_TOKENS = frozenset({b"close", b"keep-alive"})
+_ONE_PLAIN_TOKEN = {token: frozenset({token}) for token in PLAIN_TOKENS}
+
+
+def add_connection_tokens(tokens: frozenset[bytes], value: bytes) -> frozenset[bytes]:
+    """`tokens` plus those of one Connection header value, lower-cased and trimmed."""
+    value = value.lower()
+    if not tokens:
+        common = _ONE_PLAIN_TOKEN.get(value)
+        if common is not None:
+            return common
+    return tokens.union(token.strip() for token in value.split(b","))
 
 
 def connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -76,6 +109,24 @@ def upstream_request_head(
         out += (b"Upgrade: ", upgrade, b"\r\nConnection: upgrade\r\n")
     out += (framing, b"\r\n")
     return b"".join(out)
+
+
+def upstream_request_head_from_lines(method: bytes, target: bytes, lines: bytes, *,
+                                     client_ip: bytes, scheme: bytes, host: bytes,
+                                     framing: bytes) -> bytes:
+    """upstream_request_head for a request whose client sent no X-Forwarded-For,
+    whose Connection names no other header and which is no WebSocket upgrade."""
+    return (b"%s %s HTTP/1.1%sX-Forwarded-For: %s\r\nX-Real-IP: %s\r\n"
+            b"X-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s\r\n%s\r\n") % (
+        method, target, _NOT_FORWARDED_LINE.sub(b"", lines), client_ip, client_ip, scheme,
+        host, framing)
+
+
+def client_response_head_from_lines(status: int, reason: bytes, lines: bytes, *,
+                                    framing: bytes, connection: bytes) -> bytes:
+    """client_response_head for a head whose Connection names no other header."""
+    return b"HTTP/1.1 %d %s%s%s%s\r\n" % (status, reason, _HOP_BY_HOP_LINE.sub(b"", lines),
+                                          framing, connection)
 
 
 def client_response_head(

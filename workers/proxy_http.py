@@ -11,7 +11,7 @@ try fails, a timeout answers 504 and anything else 502.
 from __future__ import annotations
 
 import logging
-import time
+from time import monotonic as _monotonic
 
 from workers import headers as header_rules
 from workers.errors import HttpError, UpstreamError
@@ -32,44 +32,57 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
     connection may stay open for another request."""
     pool = pool_for(location.upstream)
     balancer = pool.balancer
+    target = upstream_target(request.target, location)
     upgrade = None
-    if request.upgrade is not None and location.websocket \
-            and request.upgrade.lower() == b"websocket":
-        upgrade = request.upgrade
-    if request.chunked:
-        framing = b"Transfer-Encoding: chunked\r\n"
-    elif request.content_length is not None and (request.content_length
-                                                 or request.method in (b"POST", b"PUT", b"PATCH")):
-        framing = b"Content-Length: %d\r\n" % request.content_length
+    if request.lines is not None and request.connection_tokens <= header_rules.PLAIN_TOKENS:
+        # A plain bodiless request (http1.py): its header lines are copied as they came.
+        head = header_rules.upstream_request_head_from_lines(
+            request.method, target, request.lines, client_ip=conn.client_ip, scheme=b"http",
+            host=request.host, framing=b"")
     else:
-        framing = b""
-    head = header_rules.upstream_request_head(
-        request.method, upstream_target(request.target, location), request.headers,
-        client_ip=conn.client_ip, scheme=b"http", host=request.host, framing=framing,
-        upgrade=upgrade, tokens=request.connection_tokens,
-    )
+        if request.upgrade is not None and location.websocket \
+                and request.upgrade.lower() == b"websocket":
+            upgrade = request.upgrade
+        if request.chunked:
+            framing = b"Transfer-Encoding: chunked\r\n"
+        elif request.content_length is not None and (
+                request.content_length or request.method in (b"POST", b"PUT", b"PATCH")):
+            framing = b"Content-Length: %d\r\n" % request.content_length
+        else:
+            framing = b""
+        head = header_rules.upstream_request_head(
+            request.method, target, request.headers, client_ip=conn.client_ip, scheme=b"http",
+            host=request.host, framing=framing, upgrade=upgrade,
+            tokens=request.connection_tokens)
+    has_body = request.has_body
     tried: set[int] = set()
     free_retry = True
     last_error = None
-    peer_index = balancer.choose(tried, conn.client_ip, time.monotonic())
+    peer_index = 0 if balancer.single else balancer.choose(tried, conn.client_ip, _monotonic())
     while True:
         if peer_index is None:
             raise last_error or UpstreamError(502, f"no live upstreams in {location.upstream.name}")
         connection: UpstreamConnection | None = None
         body_sent = False
+        peer = balancer.peers[peer_index]
         try:
             # An idle pooled connection that turned readable has been closed already
             # (upstreams.py); a request with a body also peeks, since a body cannot be
             # sent twice.
             connection = pool.acquire(peer_index, location.connect_timeout, pooled=free_retry,
-                                      check=request.has_body)
-            balancer.peers[peer_index].conns += 1
+                                      check=has_body)
+            sock = connection.sock
+            peer.conns += 1
             try:
-                body_sent = _send_request(conn, request, connection.sock, head, location)
-                connection.sock.settimeout(location.read_timeout)
-                response, rest = read_response_head(connection.sock)
+                if has_body:
+                    body_sent = _send_request(conn, request, sock, head, location)
+                else:
+                    sock.timeout = location.send_timeout
+                    sock.sendall(head)
+                sock.timeout = location.read_timeout
+                response, rest = read_response_head(sock)
             finally:
-                balancer.peers[peer_index].conns -= 1
+                peer.conns -= 1
             break
         except (UpstreamError, OSError) as exc:
             error = _as_upstream_error(exc)
@@ -81,7 +94,7 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
             stats.upstream_errors += 1
             log.error("%s, client %s, request \"%s %s\"", error.reason, conn.client_addr,
                       request.method.decode(), request.target.decode("latin-1"))
-            balancer.failed(peer_index, time.monotonic())
+            balancer.failed(peer_index, _monotonic())
             last_error = error
             # Another peer only if nothing that cannot be repeated has been sent.
             sent_for_good = body_sent or request.method in _NOT_RETRIED_ONCE_SENT
@@ -89,14 +102,13 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
                 raise error from None
             tried.add(peer_index)
             free_retry = True
-            peer_index = balancer.choose(tried, conn.client_ip, time.monotonic())
+            peer_index = balancer.choose(tried, conn.client_ip, _monotonic())
         except HttpError:  # from the client side (413, body cut short): drop this upstream
             if connection is not None:
                 connection.close()
             raise
-    balancer.succeeded(peer_index)
+    peer.fails = 0  # Balancer.succeeded
 
-    sock = connection.sock
     if response.status == 101:
         if upgrade is None:
             connection.close()
@@ -129,9 +141,6 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
 def _send_request(conn, request, sock, head: bytes, location) -> bool:  # noqa: ANN001
     """Send the head and stream the body; returns whether any body byte was sent."""
     sock.settimeout(location.send_timeout)
-    if not request.has_body:
-        sock.sendall(head)
-        return False
     limit = location.client_max_body_size
     received = 0
     pending = head

@@ -1,12 +1,10 @@
 """Reading an upstream's HTTP response and relaying it to the client, re-framed.
 
 Shared by proxy_pass and uwsgi_pass. The head is found first (up to the blank
-line) and only the head is fed to httptools, so the body's framing is ours to
-decide: a HEAD, 204 or 304 response has no body whatever its headers say;
+line) and parsed on its own (response_head.py), so the body's framing is ours
+to decide: a HEAD, 204 or 304 response has no body whatever its headers say;
 Content-Length bodies are copied through big pooled buffers; chunked and
-close-delimited bodies are re-chunked for HTTP/1.1 clients. nginx treats a
-response with both Content-Length and Transfer-Encoding, two lengths, or a
-coding other than chunked as an invalid header: 502.
+close-delimited bodies are re-chunked for HTTP/1.1 clients.
 """
 
 from __future__ import annotations
@@ -18,64 +16,38 @@ import httptools
 from workers import headers as header_rules
 from workers.buffers import pool
 from workers.errors import UpstreamError
+from workers.response_head import ResponseHead, parse_response_head
 
 MAX_RESPONSE_HEAD = 64 * 1024
 _NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)
 
 
 class _DataAfterEnd(Exception):
-    """Bytes after the end of the response (stops llhttp from parsing them)."""
+    """Bytes after the end of the body (stops llhttp from parsing them)."""
 
 
-class UpstreamResponse:
-    __slots__ = ("status", "reason", "headers", "content_length", "chunked", "keep_alive",
-                 "parser", "pieces", "complete", "version", "connection_tokens", "extra")
+class ChunkedBody:
+    """De-chunks a chunked response body with llhttp, a piece at a time.
+
+    The parser is primed with a minimal chunked head, so it reads the body
+    exactly as it would have after the real head.
+    """
+
+    __slots__ = ("parser", "pieces", "complete", "extra")
+
+    _PRIMER = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
 
     def __init__(self) -> None:
-        self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.content_length: int | None = None
-        self.chunked = False
         self.pieces: list[bytes] = []
         self.complete = False
-        self.extra = False  # bytes followed the end of the response
+        self.extra = False  # bytes followed the last chunk
         self.parser = httptools.HttpResponseParser(self)
+        self.parser.feed_data(self._PRIMER)
 
     # -- httptools callbacks ---------------------------------------------------
     def on_message_begin(self) -> None:
         if self.complete:  # nginx: "upstream sent data after final chunk": not relayed
             raise _DataAfterEnd()
-
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        parser = self.parser
-        self.status = parser.get_status_code()
-        self.version = parser.get_http_version()
-        # HTTP/1.0 responses and `Connection: close` end the connection's reuse.
-        self.keep_alive = parser.should_keep_alive() and self.version == "1.1"
-        lengths = 0
-        tokens: set[bytes] = set()
-        for name, value in self.headers:
-            lower = name.lower()
-            if lower == b"content-length":
-                lengths += 1
-                if not value.strip().isdigit():
-                    raise UpstreamError(502, "upstream sent an invalid Content-Length")
-                self.content_length = int(value)
-            elif lower == b"connection":
-                tokens.update(token.strip() for token in value.lower().split(b","))
-            elif lower == b"transfer-encoding":
-                if value.strip().lower() != b"chunked" or self.chunked:
-                    raise UpstreamError(502, "upstream sent an unsupported Transfer-Encoding")
-                self.chunked = True
-        if lengths > 1 or (lengths and self.chunked):
-            raise UpstreamError(502, "upstream sent ambiguous framing")
-        self.connection_tokens = frozenset(tokens)
 
     def on_body(self, body: bytes) -> None:
         self.pieces.append(body)
@@ -86,26 +58,18 @@ class UpstreamResponse:
     def feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass  # a 101: llhttp stops after the head; the rest belongs to the tunnel
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, _DataAfterEnd):
                 self.extra = True  # dropped, and the connection is not reused
                 return
-            if isinstance(exc.__context__, UpstreamError):
-                raise exc.__context__ from None
             raise UpstreamError(502, f"upstream sent an invalid response: {exc}") from None
         except httptools.HttpParserError as exc:
             raise UpstreamError(502, f"upstream sent an invalid response: {exc}") from None
 
-    @property
-    def status_line(self) -> bytes:
-        return b"HTTP/1.1 %d %s\r\n" % (self.status, self.reason)
-
 
 def read_response_head(
     sock, head_rewriter: Callable[[bytes], bytes] | None = None  # noqa: ANN001
-) -> tuple[UpstreamResponse, bytes]:
+) -> tuple[ResponseHead, bytes]:
     """Read up to the end of the head; returns the parsed head and the bytes after it.
 
     Interim 1xx responses other than 101 are skipped. `head_rewriter` lets uwsgi
@@ -126,13 +90,12 @@ def read_response_head(
         head, data = data[:end + 4], data[end + 4:]
         if head_rewriter is not None:
             head = head_rewriter(head)
-        response = UpstreamResponse()
-        response.feed(head)
+        response = parse_response_head(head)
         if not 100 <= response.status < 200 or response.status == 101:
             return response, data
 
 
-def relay_response(conn, request, upstream_sock, response: UpstreamResponse,  # noqa: ANN001
+def relay_response(conn, request, upstream_sock, response: ResponseHead,  # noqa: ANN001
                    rest: bytes, keep_alive: bool) -> tuple[bool, bool]:
     """Send the response to the client. Returns (client keep-alive, upstream reusable).
 
@@ -168,9 +131,7 @@ def relay_response(conn, request, upstream_sock, response: UpstreamResponse,  # 
         connection = b"Connection: close\r\n"
     else:
         connection = b"" if client_11 else b"Connection: keep-alive\r\n"
-    head = header_rules.client_response_head(
-        response.status_line, response.headers, framing=framing, connection=connection,
-        tokens=response.connection_tokens)
+    head = response.client_head(framing, connection)
     conn.status = status
 
     if body == _NO_BODY:
@@ -178,25 +139,30 @@ def relay_response(conn, request, upstream_sock, response: UpstreamResponse,  # 
         return keep_alive, response.keep_alive and not rest
     if body == _LENGTH:
         length = response.content_length
-        conn.send(head + rest[:length] if len(rest) < 65536 else head)
-        if len(rest) >= 65536:
+        have = len(rest)
+        if have < 65536:
+            conn.send(head + rest if have == length else head + rest[:length])
+        else:
+            conn.send(head)
             conn.send(rest[:length])
-        conn.body_bytes += min(len(rest), length)
-        _copy_exactly(upstream_sock, conn, length - len(rest))
-        return keep_alive, response.keep_alive and len(rest) <= length
+        conn.body_bytes += min(have, length)
+        if have < length:
+            _copy_exactly(upstream_sock, conn, length - have)
+        return keep_alive, response.keep_alive and have <= length
     if body == _CHUNKED:
-        response.feed(rest)
-        conn.send(head + _rechunk(response, conn, client_11))
-        while not response.complete:
+        chunks = ChunkedBody()
+        chunks.feed(rest)
+        conn.send(head + _rechunk(chunks, conn, client_11))
+        while not chunks.complete:
             data = upstream_sock.recv(65536)
             if not data:
                 raise UpstreamError(502, "upstream closed the connection mid-body")
-            response.feed(data)
-            if response.pieces:
-                conn.send(_rechunk(response, conn, client_11))
+            chunks.feed(data)
+            if chunks.pieces:
+                conn.send(_rechunk(chunks, conn, client_11))
         if client_11:
             conn.send(header_rules.LAST_CHUNK)
-        return keep_alive, response.keep_alive and not response.extra
+        return keep_alive, response.keep_alive and not chunks.extra
     # _UNTIL_CLOSE: an HTTP/1.0-style body that ends when the upstream closes.
     conn.send(head + _frame(rest, client_11) if rest else head)
     conn.body_bytes += len(rest)
@@ -230,7 +196,7 @@ def _frame(data: bytes, chunked: bool) -> bytes:
     return b"".join(header_rules.chunk(data)) if chunked else data
 
 
-def _rechunk(response: UpstreamResponse, conn, chunked: bool) -> bytes:  # noqa: ANN001
+def _rechunk(response: ResponseHead, conn, chunked: bool) -> bytes:  # noqa: ANN001
     pieces, response.pieces = response.pieces, []
     size = sum(len(piece) for piece in pieces)
     conn.body_bytes += size

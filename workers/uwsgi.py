@@ -20,7 +20,8 @@ import logging
 import time
 
 from workers.errors import HttpError, UpstreamError
-from workers.response import MAX_RESPONSE_HEAD, UpstreamResponse, relay_response
+from workers.response import MAX_RESPONSE_HEAD, relay_response
+from workers.response_head import ResponseHead, parse_response_head
 from workers.spooled_body import SpooledBody
 from workers.stats import stats
 from workers.upstreams import connect, pool_for
@@ -206,7 +207,7 @@ def _send_request(conn, request, sock, packet: bytes, body: SpooledBody | None) 
         sendall(pending)
 
 
-def _read_reply_head(sock, packet_size: int) -> tuple[UpstreamResponse, bytes]:  # noqa: ANN001
+def _read_reply_head(sock, packet_size: int) -> tuple[ResponseHead, bytes]:  # noqa: ANN001
     """Read the reply head (HTTP or CGI-style); return it parsed, and the bytes after it."""
     data = b""
     try:
@@ -229,9 +230,7 @@ def _read_reply_head(sock, packet_size: int) -> tuple[UpstreamResponse, bytes]: 
     if not (head.startswith(b"HTTP/") and head.endswith(b"\r\n\r\n")):
         # CGI-style (or bare-LF) head: rewrite it as the HTTP head it means.
         head = parse_reply_head(head).to_http()
-    response = UpstreamResponse()
-    response.feed(head)
-    return response, rest
+    return parse_response_head(head), rest
 
 
 def _size_hint(data: bytes, packet_size: int) -> str:
