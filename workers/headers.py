@@ -9,7 +9,9 @@ Each direction has two builders with the same rules: one over (name, value)
 pairs, and one over a head's header lines as received (`CRLF name: value`
 repeated, then a CRLF), which drops the lines that must not pass with one
 regular expression in C. The parsers hand over lines when the head was plain
-and its Connection header names nothing but close or keep-alive.
+and its Connection header names nothing but close or keep-alive. Kept lines
+go out as they came: `X-A:b` stays so, where the pair builder writes `X-A: b`
+(the whitespace around a value is not part of it, RFC 9110 §5.5).
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ RECV_SIZE = 65536
 MAX_HEAD_SIZE = 64 * 1024  # nginx: large_client_header_buffers 4 8k (+ request line)
 MAX_URI_SIZE = 8 * 1024
 _HEAD, _BODY, _END = 0, 1, 2
-_HEADER_LINE = re.compile(rb"\n([^:\r\n]+):[ \t]*([^\r]*?)[ \t]*\r")
+# llhttp drops the whitespace before a value and keeps what trails it: so do these.
+_HEADER_LINE = re.compile(rb"\n([^:\r\n]+):[ \t]*([^\r]*)\r")
 _NO_TOKENS: frozenset[bytes] = frozenset()
 
 # A bodiless request in origin form, with a head llhttp accepts (RFC 9112 §3,
@@ -40,9 +41,10 @@ _PLAIN_REQUEST_HEAD = re.compile(
     rb"((?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t \x21-\x7e\x80-\xff]*)*\r\n)\r\n")
 # The header lines the plain path must look at; any of the last five sends the
 # request to llhttp and `_check_head`.
+# (llhttp reads Proxy-Connection as Connection; that case is left to it.)
 _NOTABLE_LINE = re.compile(
-    rb"\n(host|connection|content-length|transfer-encoding|upgrade|expect|x-forwarded-for)"
-    rb":[ \t]*([^\r]*?)[ \t]*\r",
+    rb"\n(host|connection|content-length|transfer-encoding|upgrade|expect|x-forwarded-for"
+    rb"|proxy-connection):[ \t]*([^\r]*)\r",
     re.IGNORECASE)
 
 
@@ -206,7 +208,7 @@ class RequestReader:
                 host = value
             elif lower == b"connection":
                 tokens = add_connection_tokens(tokens, value)
-            else:  # a second Host, framing, Upgrade, Expect, X-Forwarded-For
+            else:  # a second Host, framing, Upgrade, Expect, X-Forwarded-For...
                 return None
         if not host or len(target) > MAX_URI_SIZE or match.end() > MAX_HEAD_SIZE:
             return None
@@ -214,12 +216,13 @@ class RequestReader:
         request.method, request.target, request.lines, request._headers = \
             method, target, lines, None
         request.host, request.connection_tokens = host, tokens
+        # llhttp's should_keep_alive: 1.1 unless `close`; 1.0 only with `keep-alive`.
         if minor == b"1":
             request.version = "1.1"
             request.keep_alive = b"close" not in tokens
         else:
             request.version = "1.0"
-            request.keep_alive = b"keep-alive" in tokens and b"close" not in tokens
+            request.keep_alive = b"keep-alive" in tokens
         request.path, _, request.query = target.partition(b"?")
         self.leftover = data[match.end():]
         return request

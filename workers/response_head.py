@@ -103,7 +103,8 @@ def _check_framing(response: ResponseHead, framing: list[tuple[bytes, bytes]]) -
         lower = name.lower()
         if lower == b"content-length":
             lengths += 1
-            if not value.isdigit():
+            # Over 18 digits would overflow llhttp's (and nginx's) 64-bit length.
+            if not value.isdigit() or len(value) > 18:
                 raise UpstreamError(502, "upstream sent an invalid Content-Length")
             response.content_length = int(value)
         elif lower == b"connection":
