@@ -28,8 +28,7 @@ from workers.upstreams import connect, pool_for
 from workers.uwsgi_packet import (
     UwsgiParams,
     VarsTooBig,
-    build_vars,
-    encode_packet,
+    encode_request_packet,
     find_head_end,
     parse_reply_head,
 )
@@ -61,8 +60,7 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
         content_length = request.content_length
     try:
         try:
-            packet = encode_packet(_request_vars(conn, request, content_length, params),
-                                   location.uwsgi_modifier1, location.uwsgi_modifier2)
+            packet = _request_packet(conn, request, content_length, params, location)
         except VarsTooBig as exc:
             log.error("%s, client %s, request \"%s\"", exc.reason, conn.client_addr,
                       _request_line(request))
@@ -121,9 +119,10 @@ def _connect(conn, request, location, balancer):  # noqa: ANN001, ANN202
             error = exc
 
 
-def _request_vars(conn, request, content_length: int | None, params: UwsgiParams):  # noqa: ANN001, ANN202
+def _request_packet(conn, request, content_length: int | None, params: UwsgiParams,  # noqa: ANN001
+                    location) -> bytes:  # noqa: ANN001
     # A unix listener has no ports: nginx sends "" for both.
-    return build_vars(
+    return encode_request_packet(
         method=request.method,
         target=request.target,
         path=request.path,
@@ -136,6 +135,8 @@ def _request_vars(conn, request, content_length: int | None, params: UwsgiParams
         server_name=_server_name(request, conn),
         content_length=content_length,
         params=params,
+        modifier1=location.uwsgi_modifier1,
+        modifier2=location.uwsgi_modifier2,
     )
 
 
