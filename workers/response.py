@@ -9,13 +9,12 @@ close-delimited bodies are re-chunked for HTTP/1.1 clients.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import httptools
 
 from workers import headers as header_rules
 from workers.buffers import pool
 from workers.errors import UpstreamError
+from workers.http1 import HEAD_RECV_SIZE
 from workers.response_head import ResponseHead, parse_response_head
 
 MAX_RESPONSE_HEAD = 64 * 1024
@@ -67,31 +66,31 @@ class ChunkedBody:
             raise UpstreamError(502, f"upstream sent an invalid response: {exc}") from None
 
 
-def read_response_head(
-    sock, head_rewriter: Callable[[bytes], bytes] | None = None  # noqa: ANN001
-) -> tuple[ResponseHead, bytes]:
+def read_response_head(sock) -> tuple[ResponseHead, bytes]:  # noqa: ANN001
     """Read up to the end of the head; returns the parsed head and the bytes after it.
 
-    Interim 1xx responses other than 101 are skipped. `head_rewriter` lets uwsgi
-    turn a CGI-style head into an HTTP one.
+    Interim 1xx responses other than 101 are skipped.
     """
-    data = b""
+    # The first read is of a reply to what was just sent: wait, then read (a page,
+    # as nginx's proxy_buffer_size: a bigger body is copied by relay_response).
+    data = sock.recv_when_ready(HEAD_RECV_SIZE)
+    if not data:
+        raise UpstreamError(502, "upstream closed the connection before a response")
     while True:
         end = data.find(b"\r\n\r\n")
         while end < 0:
             if len(data) > MAX_RESPONSE_HEAD:
                 raise UpstreamError(502, "upstream sent too big a header")
-            # The first read is of a reply to what was just sent: wait, then read.
-            more = sock.recv(65536) if data else sock.recv_when_ready(65536)
+            more = sock.recv(65536)
             if not more:
                 raise UpstreamError(502, "upstream closed the connection before a response")
+            searched = len(data) - 3
             data += more
-            end = data.find(b"\r\n\r\n", max(0, len(data) - len(more) - 3))
-        head, data = data[:end + 4], data[end + 4:]
-        if head_rewriter is not None:
-            head = head_rewriter(head)
-        response = parse_response_head(head)
-        if not 100 <= response.status < 200 or response.status == 101:
+            end = data.find(b"\r\n\r\n", searched if searched > 0 else 0)
+        response = parse_response_head(data[:end + 4])
+        data = data[end + 4:]
+        status = response.status
+        if status >= 200 or status == 101:
             return response, data
 
 
@@ -103,6 +102,15 @@ def relay_response(conn, request, upstream_sock, response: ResponseHead,  # noqa
     closing the client connection (the caller sees conn.response_started).
     """
     status = response.status
+    length = response.content_length
+    if (keep_alive and length is not None and length == len(rest) and length < 65536
+            and request.version == "1.1" and request.method != b"HEAD"
+            and status != 204 and status != 304):
+        # The usual small response, whole in hand: one send, keep-alive both ways.
+        conn.status = status
+        conn.send(response.client_head(b"Content-Length: %d\r\n" % length, b"") + rest)
+        conn.body_bytes += length
+        return True, response.keep_alive
     client_11 = request.version == "1.1"
     if request.method == b"HEAD" or status in (204, 304):
         body = _NO_BODY

@@ -20,6 +20,7 @@ import logging
 import time
 
 from workers.errors import HttpError, UpstreamError
+from workers.http1 import HEAD_RECV_SIZE
 from workers.response import MAX_RESPONSE_HEAD, relay_response
 from workers.response_head import ResponseHead, parse_response_head
 from workers.spooled_body import SpooledBody
@@ -216,7 +217,7 @@ def _read_reply_head(sock, packet_size: int) -> tuple[ResponseHead, bytes]:  # n
             if len(data) > MAX_RESPONSE_HEAD:
                 raise UpstreamError(502, "uwsgi server sent too big a reply head")
             # The first read is of a reply to what was just sent: wait, then read.
-            more = sock.recv(65536) if data else sock.recv_when_ready(65536)
+            more = sock.recv(65536) if data else sock.recv_when_ready(HEAD_RECV_SIZE)
             if not more:
                 what = "an incomplete reply head" if data else "no reply"
                 raise UpstreamError(502, f"uwsgi server closed the connection with {what}"
