@@ -228,8 +228,12 @@ _socket = _csocket.socket
 _NONBLOCKING_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 
 
-def connect(address: Address, timeout: float) -> Stream:
-    """Connect to a peer; raises TimeoutError or OSError like a socket would."""
+def connect(address: Address, timeout: float, nodelay: bool = True) -> Stream:
+    """Connect to a peer; raises TimeoutError or OSError like a socket would.
+
+    `nodelay=False` leaves Nagle on, for a connection that carries one write:
+    TCP_NODELAY only matters when a second write follows a small first one.
+    """
     if address.is_unix:
         sock = _socket(socket.AF_UNIX, _NONBLOCKING_STREAM)
         target: object = address.path
@@ -249,7 +253,8 @@ def connect(address: Address, timeout: float) -> Stream:
             family, _, _, _, target = gsocket.getaddrinfo(
                 host, address.port, 0, socket.SOCK_STREAM)[0]
         sock = _socket(family, _NONBLOCKING_STREAM)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if nodelay:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     stream = Stream(sock, timeout)
     try:
         error = sock.connect_ex(target)

@@ -104,10 +104,10 @@ class UpstreamPool:
             self.idle.pop().close()
 
 
-def connect(address: Address, timeout: float) -> Stream:
+def connect(address: Address, timeout: float, nodelay: bool = True) -> Stream:
     """Open a connection to a peer; UpstreamError(502/504) on failure."""
     try:
-        return stream.connect(address, timeout)
+        return stream.connect(address, timeout, nodelay)
     except TimeoutError:
         raise UpstreamError(504, f"connect to {address} timed out", retryable=True) from None
     except OSError as exc:
