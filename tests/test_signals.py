@@ -100,7 +100,8 @@ def test_hup_burst_runs_the_newest_config_and_leaks_nothing(start_proxy, upstrea
     # Nothing leaks: two workers of one generation, no older one, no extra descriptors.
     newest = wait_for(lambda: (lambda g: len(set(g)) == 1 and len(g) == 2 and g)(
         worker_generations(master)), 15, message="old generations to exit")
-    assert len(children_of(master)) == 2
+    # Old workers that have just exited are children until the master reaps them.
+    wait_for(lambda: len(children_of(master)) == 2, 10, message="exited workers to be reaped")
     wait_for(lambda: len(os.listdir(f"/proc/{master}/fd")) <= fds_before, 5,
              message=f"the master's descriptors to return to {fds_before}")
     assert get(proxy.port, "/v6/x")[1].count(b'"path": "/v6/x"')  # older locations are gone
