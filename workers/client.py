@@ -13,9 +13,10 @@ import logging
 
 import gevent
 
-from workers import proxy_http, uwsgi
+from workers import lane, proxy_http, uwsgi
 from workers.errors import HttpError, error_page
 from workers.http1 import ClientClosed, RequestReader
+from workers.lane import Lane
 from workers.stats import stats
 
 log = logging.getLogger("worker")
@@ -39,7 +40,7 @@ class Drained(Exception):
 class ClientConnection:
     __slots__ = ("sock", "client_addr", "client_ip", "client_port", "server_port", "site",
                  "reader", "status", "body_bytes", "response_started", "greenlet",
-                 "body_timeout")
+                 "body_timeout", "lane")
 
     def __init__(self, sock, address, site, server_port: bytes = b"") -> None:  # noqa: ANN001
         self.sock = sock
@@ -57,6 +58,7 @@ class ClientConnection:
         self.body_timeout = BODY_TIMEOUT
         self.status = self.body_bytes = 0
         self.response_started = False
+        self.lane: Lane | None = None
 
     def send(self, data: bytes | memoryview) -> None:
         self.response_started = True
@@ -74,11 +76,19 @@ class ClientConnection:
             # if more pipelined requests were read: the client retries those. A
             # connection it accepted, or promised keep-alive, before the drain is
             # still read: closing it unread would reset the request the client sends.
+            reader = self.reader
             while True:
+                if (not worker.draining and reader.between_messages and not reader.events
+                        and not reader.leftover and not reader.upgraded):
+                    # Between requests: the lane serves plain exchanges in callbacks.
+                    keep = self._run_lane()
+                    if keep is False:
+                        return
+                    continue  # None: the lane handed over bytes for the usual path
                 worker.idle.add(self)
                 idle_timeout = DRAIN_IDLE_TIMEOUT if worker.draining else KEEPALIVE_TIMEOUT
                 try:
-                    request = self.reader.read_head(idle_timeout, HEADER_TIMEOUT)
+                    request = reader.read_head(idle_timeout, HEADER_TIMEOUT)
                 finally:
                     worker.idle.discard(self)
                 if request is None:
@@ -96,6 +106,40 @@ class ClientConnection:
             stats.connections -= 1
             with contextlib.suppress(OSError):
                 self.sock.close()
+
+    def _run_lane(self) -> bool | None:
+        """Serve from the callback lane until it hands over; returns whether the
+        connection stays open, or None when the usual path must read what came."""
+        if self.lane is None:
+            self.lane = Lane(self)
+        outcome = self.lane.run(KEEPALIVE_TIMEOUT)
+        kind = outcome[0]
+        if kind == lane.CLOSED:
+            return False
+        if kind == lane.DATA:
+            self.reader.leftover = outcome[1]
+            return None
+        request = outcome[1]
+        if kind == lane.SEND_REST:
+            keep = self.finish(request, lambda: self._send_rest(request, outcome[2]))
+        elif kind == lane.RESUME:
+            keep = self.finish(request, lambda: proxy_http.resume(self, request, *outcome[2:]))
+        else:  # lane.RETRY
+            keep = self.finish(request, lambda: proxy_http.forward(self, request, outcome[2]))
+        return keep
+
+    def _send_rest(self, request, rest: bytes) -> bool:  # noqa: ANN001
+        self.send(rest)
+        return self.keep_alive_allowed(request)
+
+    def finish(self, request, run) -> bool:  # noqa: ANN001
+        """Run the rest of a request the lane began; answer an HttpError; log it."""
+        try:
+            keep = run()
+        except HttpError as exc:
+            keep = self._fail(exc, request)
+        self.site.log_request(self, request)
+        return keep
 
     def handle(self, request) -> bool:  # noqa: ANN001
         """Serve one request; returns whether the connection stays open."""

@@ -108,7 +108,31 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
                 connection.close()
             raise
     peer.fails = 0  # Balancer.succeeded
+    return _relay(conn, request, location, pool, connection, response, rest, upgrade)
 
+
+def resume(conn, request, location, connection: UpstreamConnection,  # noqa: ANN001
+           data: bytes) -> bool:
+    """Finish an exchange the callback lane (workers/lane.py) started: the request
+    went out on a pooled connection and `data` is what has come back so far.
+
+    A pooled connection that fails before a whole head has come gets the free
+    retry `forward` gives it: the request is forwarded again from the start.
+    """
+    try:
+        response, rest = read_response_head(connection.sock, data)
+    except (UpstreamError, OSError):
+        connection.close()
+        return forward(conn, request, location)
+    return _relay(conn, request, location, pool_for(location.upstream), connection, response,
+                  rest, None)
+
+
+def _relay(conn, request, location, pool, connection: UpstreamConnection,  # noqa: ANN001
+           response, rest: bytes, upgrade: bytes | None) -> bool:  # noqa: ANN001
+    """Relay the response whose head has been read; returns whether the client
+    connection may stay open."""
+    sock = connection.sock
     if response.status == 101:
         if upgrade is None:
             connection.close()

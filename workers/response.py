@@ -66,14 +66,16 @@ class ChunkedBody:
             raise UpstreamError(502, f"upstream sent an invalid response: {exc}") from None
 
 
-def read_response_head(sock) -> tuple[ResponseHead, bytes]:  # noqa: ANN001
+def read_response_head(sock, data: bytes | None = None) -> tuple[ResponseHead, bytes]:  # noqa: ANN001
     """Read up to the end of the head; returns the parsed head and the bytes after it.
 
-    Interim 1xx responses other than 101 are skipped.
+    `data` is what was read already, if anything. Interim 1xx responses other
+    than 101 are skipped.
     """
-    # The first read is of a reply to what was just sent: wait, then read (a page,
-    # as nginx's proxy_buffer_size: a bigger body is copied by relay_response).
-    data = sock.recv_when_ready(HEAD_RECV_SIZE)
+    if data is None:
+        # The first read is of a reply to what was just sent: wait, then read (a page,
+        # as nginx's proxy_buffer_size: a bigger body is copied by relay_response).
+        data = sock.recv_when_ready(HEAD_RECV_SIZE)
     if not data:
         raise UpstreamError(502, "upstream closed the connection before a response")
     while True:

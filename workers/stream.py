@@ -104,6 +104,20 @@ class Stream:
             _waiting.discard(self)
             self.waiter = None
 
+    def set_deadline(self, timeout: float | None, target) -> None:  # noqa: ANN001
+        """For a wait made in callbacks (workers/lane.py): the sweeper calls
+        `target.throw(TimeoutError)` in the hub once `timeout` has passed."""
+        if timeout is None:
+            return
+        self.deadline = _monotonic() + timeout
+        self.waiter = target
+        _waiting.add(self)
+
+    def clear_deadline(self) -> None:
+        if self.waiter is not None:
+            _waiting.discard(self)
+            self.waiter = None
+
     @property
     def write_event(self):  # noqa: ANN201
         if self._write_event is None:

@@ -58,6 +58,10 @@ class UpstreamPool:
         address = self.upstream.peers[peer_index].address
         return UpstreamConnection(connect(address, connect_timeout), peer_index)
 
+    def take_idle(self, peer_index: int) -> UpstreamConnection | None:
+        """The most recently used idle connection to a peer, if any (no peek)."""
+        return self._take_idle(peer_index, False)
+
     def release(self, connection: UpstreamConnection) -> None:
         """Keep a cleanly finished connection for reuse (most recent at the right)."""
         connection.uses += 1

@@ -1,0 +1,220 @@
+"""The callback lane: a plain keep-alive exchange run in the hub, with no greenlet switch.
+
+A request on the greenlet path parks its greenlet twice: for the request, then
+for the upstream's answer. Four greenlet switches cost more CPU than all of
+the HTTP handling of a small request (measured: a worker doing nothing but
+relay bytes this way reached half of nginx's rate, the same worker on
+callbacks nearer three quarters). So while a connection waits for its next
+request, its greenlet parks once in `Lane.run`, and the lane serves the
+common exchange in libev callbacks, as the WebSocket tunnels do:
+
+1. The client turns readable: one read. A plain bodiless request
+   (http1.py's fast path) for a proxy_pass location with one peer, and a pooled
+   connection to it, is sent upstream at once; anything else wakes the
+   greenlet with the bytes read, and the usual path takes over.
+2. The upstream turns readable: one read. A whole small response with a
+   Content-Length goes to the client in one send, the connection goes back
+   to the pool, the request is logged, and the lane waits for the next
+   request. Anything else (a partial or chunked response, an error, a 101,
+   a drain) wakes the greenlet to finish the exchange with proxy_http.resume.
+
+The rules are the greenlet path's own: the same parsers and header builders,
+the free retry of a pooled connection that fails before its answer, the
+keep-alive and read timeouts (stream.py's deadlines), the access log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from gevent import get_hub
+from gevent.hub import Waiter
+
+from workers import headers as header_rules
+from workers.errors import UpstreamError
+from workers.http1 import HEAD_RECV_SIZE
+from workers.response_head import parse_response_head
+from workers.routing import upstream_target
+from workers.stats import stats
+from workers.upstreams import pool_for
+
+# What the lane hands the greenlet (the first item of the outcome tuple).
+CLOSED = "closed"  # the client closed, or stayed idle past the keep-alive timeout
+DATA = "data"  # bytes that the greenlet path must read: (DATA, bytes)
+RESUME = "resume"  # (RESUME, request, location, connection, bytes read from it)
+RETRY = "retry"  # the pooled connection failed first: (RETRY, request, location)
+SEND_REST = "send_rest"  # the client's socket was full: (SEND_REST, request, rest)
+
+_SMALL_BODY = 65536
+
+
+class Lane:
+    """The callback lane of one client connection (see the module docstring)."""
+
+    __slots__ = ("conn", "hub", "waiter", "request", "location", "connection",
+                 "keepalive_timeout")
+
+    def __init__(self, conn) -> None:  # noqa: ANN001 - a ClientConnection
+        self.conn = conn
+        self.hub = get_hub()
+        self.waiter: Waiter | None = None
+        self.request = self.location = self.connection = None
+        self.keepalive_timeout = 0.0
+
+    def run(self, keepalive_timeout: float) -> tuple:
+        """Park the greenlet while the lane serves; returns what it must do next."""
+        conn = self.conn
+        worker = conn.site.worker
+        self.waiter = waiter = Waiter(self.hub)
+        self.keepalive_timeout = keepalive_timeout
+        self._wait_for_request(keepalive_timeout)
+        try:
+            return waiter.get()
+        finally:
+            self.waiter = None
+            worker.idle.discard(conn)
+            self._disarm()
+
+    # -- waiting for the client -----------------------------------------------------
+    def _wait_for_request(self, timeout: float) -> None:
+        client = self.conn.sock
+        self.conn.reader.started = False  # idle: a drain may close it (worker.py)
+        self.conn.site.worker.idle.add(self.conn)
+        event = client.read_event
+        event.stop()
+        event.start(self._client_readable)
+        client.set_deadline(timeout, self)
+
+    def _client_readable(self) -> None:
+        conn = self.conn
+        client = conn.sock
+        try:
+            data = client.sock.recv(HEAD_RECV_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        client.read_event.stop()
+        client.clear_deadline()
+        conn.site.worker.idle.discard(conn)
+        if not data:
+            return self._wake((CLOSED,))
+        stats.bytes_in += len(data)
+        reader = conn.reader
+        reader.started = True
+        request = reader._plain_head(data)
+        if request is None or reader.leftover or conn.site.worker.draining:
+            reader.leftover = b""
+            return self._wake((DATA, data))
+        location = conn.site.router.match(request.path)
+        pool = None if location is None or location.protocol != "http" \
+            else pool_for(location.upstream)
+        if pool is None or not pool.balancer.single \
+                or not request.connection_tokens <= header_rules.PLAIN_TOKENS:
+            return self._wake((DATA, data))
+        connection = pool.take_idle(0)
+        if connection is None:  # no pooled connection: connecting waits, in the greenlet
+            return self._wake((DATA, data))
+        reader.served = True
+        stats.requests += 1
+        conn.status = conn.body_bytes = 0
+        conn.response_started = False
+        head = header_rules.upstream_request_head_from_lines(
+            request.method, upstream_target(request.target, location), request.lines,
+            client_ip=conn.client_ip, scheme=b"http", host=request.host, framing=b"")
+        upstream = connection.sock
+        try:
+            sent = upstream.sock.send(head)
+        except OSError:
+            sent = -1
+        if sent != len(head):  # a stale or full connection: the greenlet path retries
+            connection.close()
+            return self._wake((RETRY, request, location))
+        self.request, self.location, self.connection = request, location, connection
+        event = upstream.read_event
+        event.stop()
+        event.start(self._upstream_readable)
+        upstream.set_deadline(location.read_timeout, self)
+
+    # -- waiting for the upstream ---------------------------------------------------
+    def _upstream_readable(self) -> None:
+        connection, request, location = self.connection, self.request, self.location
+        upstream = connection.sock
+        try:
+            data = upstream.sock.recv(HEAD_RECV_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        upstream.read_event.stop()
+        upstream.clear_deadline()
+        self.connection = self.request = self.location = None
+        if not data:  # closed before answering: the free retry of a pooled connection
+            connection.close()
+            return self._wake((RETRY, request, location))
+        end = data.find(b"\r\n\r\n")
+        response = None
+        if end >= 0:
+            with contextlib.suppress(UpstreamError):  # the greenlet path reports it
+                response = parse_response_head(data[:end + 4])
+        conn = self.conn
+        rest = data[end + 4:]
+        if (response is None or response.content_length != len(rest)
+                or len(rest) >= _SMALL_BODY or response.status < 200
+                or response.status in (204, 304) or request.method == b"HEAD"
+                or request.version != "1.1" or not request.keep_alive
+                or conn.site.worker.draining):
+            return self._wake((RESUME, request, location, connection, data))
+        conn.status = response.status
+        conn.response_started = True
+        payload = response.client_head(b"Content-Length: %d\r\n" % len(rest), b"") + rest
+        try:
+            sent = conn.sock.sock.send(payload)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            sent = -1
+        pool = pool_for(location.upstream)
+        if response.keep_alive:
+            pool.release(connection)
+        else:
+            connection.close()
+        if sent < 0:  # the client is gone
+            return self._wake((CLOSED,))
+        stats.bytes_out += sent
+        conn.body_bytes = len(rest)
+        if sent < len(payload):
+            return self._wake((SEND_REST, request, payload[sent:]))
+        conn.site.log_request(conn, request)
+        self._wait_for_request(self.keepalive_timeout)
+
+    # -- timeouts (stream.py's sweeper calls this in the hub) ------------------------
+    def throw(self, exc: BaseException) -> None:
+        connection, request, location = self.connection, self.request, self.location
+        if connection is None:  # the keep-alive timeout: close, as nginx does
+            self._disarm()
+            return self._wake((CLOSED,))
+        # The read timeout on a pooled connection: forward() gives it its free retry.
+        self._disarm()
+        connection.close()
+        return self._wake((RETRY, request, location))
+
+    # -- handing over ------------------------------------------------------------------
+    def _wake(self, outcome: tuple) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            waiter.switch(outcome)
+
+    def _disarm(self) -> None:
+        client = self.conn.sock
+        if client.read_event.callback == self._client_readable:
+            client.read_event.stop()
+        client.clear_deadline()
+        connection = self.connection
+        if connection is not None:
+            self.connection = self.request = self.location = None
+            connection.sock.read_event.stop()
+            connection.sock.clear_deadline()
+            connection.close()
+
