@@ -80,24 +80,28 @@ class Lane:
         client = self.conn.sock
         self.conn.reader.started = False  # idle: a drain may close it (worker.py)
         self.conn.site.worker.idle.add(self.conn)
-        event = client.read_event
-        event.stop()
-        event.start(self._client_readable)
+        client.on_readable = self._client_readable
+        if not client.read_event.active:
+            client.read_event.start(client._readable)
         client.set_deadline(timeout, self)
 
     def _client_readable(self) -> None:
         conn = self.conn
         client = conn.sock
+        if self.connection is not None:
+            # More bytes while the upstream answers (pipelining): they wait, unwatched.
+            client.read_event.stop()
+            return
         try:
             data = client.sock.recv(HEAD_RECV_SIZE)
         except BlockingIOError:
             return
         except OSError:
             data = b""
-        client.read_event.stop()
         client.clear_deadline()
         conn.site.worker.idle.discard(conn)
         if not data:
+            client.on_readable = None
             return self._wake((CLOSED,))
         stats.bytes_in += len(data)
         reader = conn.reader
@@ -131,9 +135,9 @@ class Lane:
             connection.close()
             return self._wake((RETRY, request, location))
         self.request, self.location, self.connection = request, location, connection
-        event = upstream.read_event
-        event.stop()
-        event.start(self._upstream_readable)
+        upstream.on_readable = self._upstream_readable
+        if not upstream.read_event.active:  # pooled connections are watched while idle
+            upstream.read_event.start(upstream._readable)
         upstream.set_deadline(location.read_timeout, self)
 
     # -- waiting for the upstream ---------------------------------------------------
@@ -146,7 +150,7 @@ class Lane:
             return
         except OSError:
             data = b""
-        upstream.read_event.stop()
+        upstream.on_readable = None
         upstream.clear_deadline()
         self.connection = self.request = self.location = None
         if not data:  # closed before answering: the free retry of a pooled connection
@@ -208,13 +212,12 @@ class Lane:
 
     def _disarm(self) -> None:
         client = self.conn.sock
-        if client.read_event.callback == self._client_readable:
-            client.read_event.stop()
+        client.on_readable = None
         client.clear_deadline()
         connection = self.connection
         if connection is not None:
             self.connection = self.request = self.location = None
-            connection.sock.read_event.stop()
+            connection.sock.on_readable = None
             connection.sock.clear_deadline()
             connection.close()
 

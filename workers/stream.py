@@ -38,7 +38,7 @@ _waiting: set[Stream] = set()
 
 class Stream:
     __slots__ = ("sock", "hub", "read_event", "_write_event", "timeout", "deadline",
-                 "waiter", "read_waiter", "idle_handler", "__weakref__")
+                 "waiter", "read_waiter", "idle_handler", "on_readable", "__weakref__")
 
     def __init__(self, sock: socket.socket, timeout: float | None = None) -> None:
         if sock.gettimeout() != 0.0:  # made non-blocking already (connect) saves an ioctl
@@ -55,6 +55,10 @@ class Stream:
         # Called (in the hub) if the stream turns readable while nobody reads it:
         # how an idle pooled upstream connection learns that it was closed.
         self.idle_handler = None
+        # Called (in the hub) on readable when no greenlet waits, the watcher left
+        # running: how workers/lane.py is told, with no watcher stop and start
+        # (and so no epoll_ctl) per request.
+        self.on_readable = None
 
     # -- waiting -------------------------------------------------------------------
     def _wait_read(self) -> None:
@@ -86,6 +90,10 @@ class Stream:
         if waiter is not None:
             self.read_waiter = None
             waiter.switch(None)
+            return
+        handler = self.on_readable
+        if handler is not None:
+            handler()
             return
         self.read_event.stop()
         if self.idle_handler is not None:
