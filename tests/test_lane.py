@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.configs import one_location
 from tests.support.processes import wait_for
 from tests.support.sites import Site, running_site
 from tests.support.wire import Wire, request
@@ -27,15 +28,8 @@ SIZES = [0, 1, 12, 65535, 65536, 1 << 20]
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    with running_site(tmp_path_factory.mktemp("lane"), """
-        workers = 1
-        access_log = "{dir}/access.log"
-        [[server]]
-        listen = ["127.0.0.1:{port}"]
-          [[server.location]]
-          path = "/"
-          proxy_pass = "http://{upstream}"
-    """) as running:
+    with running_site(tmp_path_factory.mktemp("lane"), one_location(
+            "http://{upstream}", top='workers = 1\naccess_log = "{dir}/access.log"')) as running:
         yield running
 
 
@@ -154,15 +148,8 @@ def test_a_pooled_connection_dropped_before_its_answer_gets_the_free_retry(
         start_proxy) -> None:  # noqa: ANN001
     peer = AnswersOnceThenDrops()
     try:
-        proxy = start_proxy(f"""
-workers = 1
-access_log = "off"
-[[server]]
-listen = ["127.0.0.1:{{port}}"]
-  [[server.location]]
-  path = "/"
-  proxy_pass = "127.0.0.1:{peer.port}"
-""")
+        proxy = start_proxy(one_location(f"127.0.0.1:{peer.port}",
+                                         top='workers = 1\naccess_log = "off"'))
         with Wire(proxy.port) as wire:
             for _ in range(3):
                 wire.send(request("GET", "/"))

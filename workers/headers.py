@@ -30,14 +30,17 @@ FORWARDED = frozenset({b"x-forwarded-for", b"x-real-ip", b"x-forwarded-proto",
 _DROP_FROM_REQUEST = HOP_BY_HOP | FORWARDED
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
-_HOP_BY_HOP_NAMES = (rb"connection|keep-alive|te|trailer|transfer-encoding|upgrade"
-                     rb"|content-length|expect|proxy" + _TOKEN + rb"*")
-# One header line, with the CRLF before it, whose header must not be relayed.
-_HOP_BY_HOP_LINE = re.compile(rb"\r\n(?:" + _HOP_BY_HOP_NAMES + rb"):[^\r]*", re.IGNORECASE)
-_NOT_FORWARDED_LINE = re.compile(
-    rb"\r\n(?:" + _HOP_BY_HOP_NAMES
-    + rb"|x-forwarded-for|x-real-ip|x-forwarded-proto|x-forwarded-host):[^\r]*",
-    re.IGNORECASE)
+
+
+def _line_of(names: frozenset[bytes]) -> re.Pattern[bytes]:
+    """One header line, with the CRLF before it, of any of `names` or a Proxy-* header."""
+    alternatives = b"|".join(re.escape(name) for name in sorted(names))
+    return re.compile(rb"\r\n(?:" + alternatives + rb"|proxy" + _TOKEN + rb"*):[^\r]*",
+                      re.IGNORECASE)
+
+
+_HOP_BY_HOP_LINE = _line_of(HOP_BY_HOP)
+_NOT_FORWARDED_LINE = _line_of(_DROP_FROM_REQUEST)
 
 
 # Connection tokens that name no header to drop (RFC 9112 §9.3, §9.6).

@@ -166,8 +166,7 @@ class Lane:
         if (response is None or response.content_length != len(rest)
                 or len(rest) >= _SMALL_BODY or response.status < 200
                 or response.status in (204, 304) or request.method == b"HEAD"
-                or request.version != "1.1" or not request.keep_alive
-                or conn.site.worker.draining):
+                or request.version != "1.1" or not conn.keep_alive_allowed(request)):
             return self._wake((RESUME, request, location, connection, data))
         conn.status = response.status
         conn.response_started = True

@@ -107,7 +107,7 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
             if connection is not None:
                 connection.close()
             raise
-    peer.fails = 0  # Balancer.succeeded
+    balancer.succeeded(peer_index)
     return _relay(conn, request, location, pool, connection, response, rest, upgrade)
 
 

@@ -151,25 +151,7 @@ class Stream:
         """recv() for data that cannot have arrived yet (a reply to what we just
         sent, the next request after a response): wait first, which saves the
         EAGAIN round trip a plain recv() would make."""
-        # _wait_read, inlined: this is the one wait of every request and response.
-        waiter = self.read_waiter = Waiter(self.hub)
-        if not self.read_event.active:
-            self.read_event.start(self._readable)
-        timeout = self.timeout
-        if timeout is None:
-            try:
-                waiter.get()
-            finally:
-                self.read_waiter = None
-        else:
-            self.deadline = _monotonic() + timeout
-            self.waiter = getcurrent()
-            _waiting.add(self)
-            try:
-                waiter.get()
-            finally:
-                _waiting.discard(self)
-                self.waiter = self.read_waiter = None
+        self._wait_read()
         try:
             return self.sock.recv(size)
         except BlockingIOError:

@@ -115,6 +115,15 @@ def _header_var(name: bytes) -> bytes | None:
     return b"HTTP_" + name.upper().replace(b"-", b"_")
 
 
+def _without_fragment(path: bytes, query: bytes) -> tuple[bytes, bytes]:
+    """nginx keeps a fragment in REQUEST_URI only: not in PATH_INFO or QUERY_STRING."""
+    if b"#" in path:
+        return path.partition(b"#")[0], b""
+    if b"#" in query:
+        return path, query.partition(b"#")[0]
+    return path, query
+
+
 def request_uri(target: bytes) -> bytes:
     """nginx's `$request_uri`: the target as received, minus an absolute form's scheme and host."""
     if target.startswith(b"/"):
@@ -151,10 +160,7 @@ def build_vars(
     chunked body, None for no body). Raises `BadRequestPath` (400) when the
     path cannot be decoded as nginx's `$document_uri`.
     """
-    if b"#" in path:  # nginx keeps a fragment in REQUEST_URI only
-        path, query = path.partition(b"#")[0], b""
-    elif b"#" in query:
-        query = query.partition(b"#")[0]
+    path, query = _without_fragment(path, query)
     content_type = b""
     for name, value in headers:
         if len(name) == 12 and name.lower() == b"content-type":
@@ -254,6 +260,17 @@ _STANDARD_TEMPLATE = b"".join(
 _HEADER_KEYS: dict[bytes, bytes] = {}
 
 
+def _in_two_steps(request: tuple, params: UwsgiParams, modifier1: int, modifier2: int) -> bytes:
+    """encode_packet(build_vars(...)) for encode_request_packet's fields, in its order."""
+    (method, target, path, query, version, headers, remote_addr, remote_port, server_port,
+     server_name, content_length) = request
+    return encode_packet(build_vars(
+        method=method, target=target, path=path, query=query, version=version, headers=headers,
+        remote_addr=remote_addr, remote_port=remote_port, server_port=server_port,
+        server_name=server_name, content_length=content_length, params=params),
+        modifier1, modifier2)
+
+
 def encode_request_packet(
     *,
     method: bytes,
@@ -273,17 +290,11 @@ def encode_request_packet(
 ) -> bytes:
     """`encode_packet(build_vars(...))` in one pass: the same bytes, for a plain-HTTP
     request. With `uwsgi_param`s set it takes the two steps."""
+    request = (method, target, path, query, version, headers, remote_addr, remote_port,
+               server_port, server_name, content_length)
     if params.standard or params.extra or params.header_vars:
-        return encode_packet(build_vars(
-            method=method, target=target, path=path, query=query, version=version,
-            headers=headers, remote_addr=remote_addr, remote_port=remote_port,
-            server_port=server_port, server_name=server_name, content_length=content_length,
-            params=params), modifier1, modifier2)
-    original_path, original_query = path, query
-    if b"#" in path:  # as build_vars
-        path, query = path.partition(b"#")[0], b""
-    elif b"#" in query:
-        query = query.partition(b"#")[0]
+        return _in_two_steps(request, params, modifier1, modifier2)
+    path, query = _without_fragment(path, query)
     content_type = None
     parts: list[bytes] = []
     joined: dict[bytes, bytes] = {}
@@ -323,11 +334,7 @@ def encode_request_packet(
             parts += (key, pack(len(value)), value)
     except struct.error:  # a value longer than its u16 length field can say:
         # the two steps raise VarsTooBig with the size they report.
-        return encode_packet(build_vars(
-            method=method, target=target, path=original_path, query=original_query,
-            version=version, headers=headers, remote_addr=remote_addr,
-            remote_port=remote_port, server_port=server_port, server_name=server_name,
-            content_length=content_length), modifier1, modifier2)
+        return _in_two_steps(request, params, modifier1, modifier2)
     block = b"".join(parts)
     if len(block) > MAX_VARS_SIZE:
         raise VarsTooBig(len(block))
