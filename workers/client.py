@@ -124,6 +124,8 @@ class ClientConnection:
             keep = self.finish(request, lambda: self._send_rest(request, outcome[2]))
         elif kind == lane.RESUME:
             keep = self.finish(request, lambda: proxy_http.resume(self, request, *outcome[2:]))
+        elif kind == lane.UWSGI:
+            keep = self.finish(request, lambda: uwsgi.resume(self, request, *outcome[2:]))
         else:  # lane.RETRY
             keep = self.finish(request, lambda: proxy_http.forward(self, request, outcome[2]))
         return keep

@@ -33,7 +33,8 @@ from gevent.hub import Waiter
 from workers import headers as header_rules
 from workers.errors import UpstreamError
 from workers.http1 import HEAD_RECV_SIZE
-from workers.response_head import parse_response_head
+from workers.lane_uwsgi import UWSGI, UwsgiLane  # noqa: F401 - an outcome kind of this lane
+from workers.response_head import ResponseHead, parse_response_head
 from workers.routing import upstream_target
 from workers.stats import stats
 from workers.upstreams import pool_for
@@ -44,15 +45,16 @@ DATA = "data"  # bytes that the greenlet path must read: (DATA, bytes)
 RESUME = "resume"  # (RESUME, request, location, connection, bytes read from it)
 RETRY = "retry"  # the pooled connection failed first: (RETRY, request, location)
 SEND_REST = "send_rest"  # the client's socket was full: (SEND_REST, request, rest)
+# and UWSGI, a uwsgi call to finish (lane_uwsgi.py)
 
 _SMALL_BODY = 65536
 
 
-class Lane:
+class Lane(UwsgiLane):
     """The callback lane of one client connection (see the module docstring)."""
 
     __slots__ = ("conn", "hub", "waiter", "request", "location", "connection",
-                 "keepalive_timeout")
+                 "keepalive_timeout", "packet_size", "received")
 
     def __init__(self, conn) -> None:  # noqa: ANN001 - a ClientConnection
         self.conn = conn
@@ -60,6 +62,8 @@ class Lane:
         self.waiter: Waiter | None = None
         self.request = self.location = self.connection = None
         self.keepalive_timeout = 0.0
+        self.packet_size = 0  # of the uwsgi call under way; 0 for proxy_pass
+        self.received = b""  # of the uwsgi reply so far (lane_uwsgi.py)
 
     def run(self, keepalive_timeout: float) -> tuple:
         """Park the greenlet while the lane serves; returns what it must do next."""
@@ -109,20 +113,20 @@ class Lane:
         request = reader._plain_head(data)
         if request is None or reader.leftover or conn.site.worker.draining:
             reader.leftover = b""
-            return self._wake((DATA, data))
+            return self._restart(data)
         location = conn.site.router.match(request.path)
-        pool = None if location is None or location.protocol != "http" \
-            else pool_for(location.upstream)
+        if location is None:
+            return self._restart(data)
+        if location.protocol == "uwsgi":
+            return self._call_uwsgi(request, location, data)
+        pool = pool_for(location.upstream) if location.protocol == "http" else None
         if pool is None or not pool.balancer.single \
                 or not request.connection_tokens <= header_rules.PLAIN_TOKENS:
-            return self._wake((DATA, data))
+            return self._restart(data)
         connection = pool.take_idle(0)
         if connection is None:  # no pooled connection: connecting waits, in the greenlet
-            return self._wake((DATA, data))
-        reader.served = True
-        stats.requests += 1
-        conn.status = conn.body_bytes = 0
-        conn.response_started = False
+            return self._restart(data)
+        self._begin()
         head = header_rules.upstream_request_head_from_lines(
             request.method, upstream_target(request.target, location), request.lines,
             client_ip=conn.client_ip, scheme=b"http", host=request.host, framing=b"")
@@ -161,13 +165,35 @@ class Lane:
         if end >= 0:
             with contextlib.suppress(UpstreamError):  # the greenlet path reports it
                 response = parse_response_head(data[:end + 4])
-        conn = self.conn
         rest = data[end + 4:]
-        if (response is None or response.content_length != len(rest)
-                or len(rest) >= _SMALL_BODY or response.status < 200
-                or response.status in (204, 304) or request.method == b"HEAD"
-                or request.version != "1.1" or not conn.keep_alive_allowed(request)):
+        if not self._whole_and_small(request, response, rest):
             return self._wake((RESUME, request, location, connection, data))
+        if response.keep_alive:
+            pool_for(location.upstream).release(connection)
+        else:
+            connection.close()
+        self._answer(request, response, rest)
+
+    # -- answering ---------------------------------------------------------------------
+    def _begin(self) -> None:
+        """A request is taken on: count it, as ClientConnection.handle does."""
+        conn = self.conn
+        conn.reader.served = True
+        stats.requests += 1
+        conn.status = conn.body_bytes = 0
+        conn.response_started = False
+
+    def _whole_and_small(self, request, response: ResponseHead | None, rest: bytes) -> bool:  # noqa: ANN001
+        """Whether the response is one the lane sends itself: relay_response's
+        own fast case (a whole small Content-Length body, keep-alive both ways)."""
+        return not (response is None or response.content_length != len(rest)
+                    or len(rest) >= _SMALL_BODY or response.status < 200
+                    or response.status in (204, 304) or request.method == b"HEAD"
+                    or request.version != "1.1" or not self.conn.keep_alive_allowed(request))
+
+    def _answer(self, request, response: ResponseHead, rest: bytes) -> None:  # noqa: ANN001
+        """Send a whole small response, log the request, wait for the next one."""
+        conn = self.conn
         conn.status = response.status
         conn.response_started = True
         payload = response.client_head(b"Content-Length: %d\r\n" % len(rest), b"") + rest
@@ -177,11 +203,6 @@ class Lane:
             sent = 0
         except OSError:
             sent = -1
-        pool = pool_for(location.upstream)
-        if response.keep_alive:
-            pool.release(connection)
-        else:
-            connection.close()
         if sent < 0:  # the client is gone
             return self._wake((CLOSED,))
         stats.bytes_out += sent
@@ -197,12 +218,18 @@ class Lane:
         if connection is None:  # the keep-alive timeout: close, as nginx does
             self._disarm()
             return self._wake((CLOSED,))
+        if self.packet_size:  # a uwsgi call: the greenlet answers 504 and logs it
+            return self._uwsgi_timed_out()
         # The read timeout on a pooled connection: forward() gives it its free retry.
         self._disarm()
         connection.close()
         return self._wake((RETRY, request, location))
 
     # -- handing over ------------------------------------------------------------------
+    def _restart(self, data: bytes) -> None:
+        """The usual path reads the request in `data` from the start."""
+        self._wake((DATA, data))
+
     def _wake(self, outcome: tuple) -> None:
         waiter = self.waiter
         if waiter is not None:
@@ -216,6 +243,8 @@ class Lane:
         connection = self.connection
         if connection is not None:
             self.connection = self.request = self.location = None
+            self.packet_size = 0
+            self.received = b""
             connection.sock.on_readable = None
             connection.sock.clear_deadline()
             connection.close()

@@ -136,6 +136,17 @@ class Stream:
         """Park until there is something to read (or EOF), holding no buffer."""
         self._wait_read()
 
+    def wait_connected(self) -> None:
+        """Finish a non-blocking connect: return once connected, raise OSError
+        if it failed (TimeoutError past the stream's timeout)."""
+        sock = self.sock
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if not error and not _connected(sock):
+            self._wait(self.write_event)
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            raise OSError(error, os.strerror(error))
+
     # -- the socket methods the data path uses -------------------------------------
     def settimeout(self, timeout: float | None) -> None:
         self.timeout = timeout
@@ -232,49 +243,70 @@ _socket = _csocket.socket
 _NONBLOCKING_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 
 
+def _family_and_target(address: Address) -> tuple[int, object] | None:
+    """The socket family and connect() target of a unix or numeric address;
+    None for a host name, which needs the resolver."""
+    if address.is_unix:
+        return socket.AF_UNIX, address.path
+    host = address.host
+    numeric = _numeric.get(host)
+    if numeric is None:
+        try:
+            ipaddress.ip_address(host)
+            numeric = _numeric[host] = True
+        except ValueError:
+            numeric = _numeric[host] = False
+    if not numeric:
+        return None
+    return (socket.AF_INET6 if ":" in host else socket.AF_INET), (host, address.port)
+
+
 def connect(address: Address, timeout: float, nodelay: bool = True) -> Stream:
     """Connect to a peer; raises TimeoutError or OSError like a socket would.
 
     `nodelay=False` leaves Nagle on, for a connection that carries one write:
     TCP_NODELAY only matters when a second write follows a small first one.
     """
-    if address.is_unix:
-        sock = _socket(socket.AF_UNIX, _NONBLOCKING_STREAM)
-        target: object = address.path
+    known = _family_and_target(address)
+    if known is None:  # a name: gevent's resolver, so a slow DNS answer blocks only this greenlet
+        family, _, _, _, target = gsocket.getaddrinfo(
+            address.host, address.port, 0, socket.SOCK_STREAM)[0]
     else:
-        host = address.host
-        numeric = _numeric.get(host)
-        if numeric is None:
-            try:
-                ipaddress.ip_address(host)
-                numeric = _numeric[host] = True
-            except ValueError:
-                numeric = _numeric[host] = False
-        if numeric:
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            target = (host, address.port)
-        else:  # a name: gevent's resolver, so a slow DNS answer blocks only this greenlet
-            family, _, _, _, target = gsocket.getaddrinfo(
-                host, address.port, 0, socket.SOCK_STREAM)[0]
-        sock = _socket(family, _NONBLOCKING_STREAM)
-        if nodelay:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        family, target = known
+    sock = _socket(family, _NONBLOCKING_STREAM)
+    if nodelay and family != socket.AF_UNIX:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     stream = Stream(sock, timeout)
     try:
         error = sock.connect_ex(target)
         if error in (errno.EINPROGRESS, errno.EAGAIN):
             # On loopback the handshake has usually finished (or failed) by now:
-            # look before parking the greenlet for a whole loop iteration.
-            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if not error and not _connected(sock):
-                stream._wait(stream.write_event)
-                error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if error:
+            # wait_connected looks before parking the greenlet for a loop iteration.
+            stream.wait_connected()
+        elif error:
             raise OSError(error, os.strerror(error))
     except BaseException:
         stream.close()
         raise
     return stream
+
+
+def start_connect(address: Address) -> _csocket.socket | None:
+    """Begin a non-blocking connect and return at once, for a caller that sends
+    straight away (workers/lane_uwsgi.py): on loopback the handshake is done
+    by the time connect() returns, and a send() on a socket still connecting
+    fails with EAGAIN, on a refused one with ECONNREFUSED. None when the
+    address is a name (it needs the resolver) or the connect failed at once.
+    """
+    known = _family_and_target(address)
+    if known is None:
+        return None
+    family, target = known
+    sock = _socket(family, _NONBLOCKING_STREAM)
+    if sock.connect_ex(target) not in (0, errno.EINPROGRESS):  # unix EAGAIN: backlog full
+        sock.close()
+        return None
+    return sock
 
 
 def _connected(sock: socket.socket) -> bool:

@@ -25,6 +25,7 @@ from workers.response import MAX_RESPONSE_HEAD, relay_response
 from workers.response_head import ResponseHead, parse_response_head
 from workers.spooled_body import SpooledBody
 from workers.stats import stats
+from workers.stream import Stream
 from workers.upstreams import connect, pool_for
 from workers.uwsgi_packet import (
     UwsgiParams,
@@ -50,9 +51,7 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
     Returns whether the client connection may stay open (the same contract as
     `proxy_http.forward`).
     """
-    params = _params.get(id(location))
-    if params is None:
-        params = _params[id(location)] = UwsgiParams(location.uwsgi_param)
+    params = params_for(location)
     body: SpooledBody | None = None
     if request.chunked:
         body = _read_whole_body(conn, location.client_max_body_size)
@@ -61,7 +60,7 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
         content_length = request.content_length
     try:
         try:
-            packet = _request_packet(conn, request, content_length, params, location)
+            packet = request_packet(conn, request, content_length, params, location)
         except VarsTooBig as exc:
             log.error("%s, client %s, request \"%s\"", exc.reason, conn.client_addr,
                       _request_line(request))
@@ -72,17 +71,45 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
             body.close()
 
 
+def params_for(location) -> UwsgiParams:  # noqa: ANN001
+    params = _params.get(id(location))
+    if params is None:
+        params = _params[id(location)] = UwsgiParams(location.uwsgi_param)
+    return params
+
+
 def _call(conn, request, location, packet: bytes, body: SpooledBody | None) -> bool:  # noqa: ANN001
     balancer = pool_for(location.upstream).balancer
     peer_index, sock = _connect(conn, request, location, balancer)
+    return _exchange(conn, request, location, balancer, peer_index, sock,
+                     lambda: _send_request(conn, request, sock, packet, body), len(packet), b"")
+
+
+def resume(conn, request, location, sock: Stream, pending: bytes, data: bytes | None,  # noqa: ANN001
+           packet_size: int) -> bool:
+    """Finish a call the callback lane (workers/lane_uwsgi.py) began on the
+    location's one server: `pending` is what is left to send of the packet (all
+    of it while the connect is still under way), `data` what has come back so
+    far, None if the read timed out. Returns as `forward` does."""
+    balancer = pool_for(location.upstream).balancer
+    send = (lambda: _send_pending(sock, location, pending)) if pending else None
+    return _exchange(conn, request, location, balancer, 0, sock, send, packet_size, data)
+
+
+def _exchange(conn, request, location, balancer, peer_index: int, sock: Stream,  # noqa: ANN001, PLR0913
+              send, packet_size: int, data: bytes | None) -> bool:  # noqa: ANN001
+    """Send the request with `send()` (if any), read the reply after `data`, relay it."""
     peer = balancer.peers[peer_index]
     peer.conns += 1
     try:
         try:
-            sock.settimeout(location.send_timeout)
-            _send_request(conn, request, sock, packet, body)
+            if send is not None:
+                sock.settimeout(location.send_timeout)
+                send()
+            if data is None:
+                raise UpstreamError(504, "uwsgi server timed out while the reply was read")
             sock.settimeout(location.read_timeout)
-            response, rest = _read_reply_head(sock, len(packet))
+            response, rest = _read_reply_head(sock, packet_size, data)
         except UpstreamError as exc:
             _log_failure(exc, conn, request, peer.peer.address)
             balancer.failed(peer_index, time.monotonic())
@@ -98,6 +125,20 @@ def _call(conn, request, location, packet: bytes, body: SpooledBody | None) -> b
     finally:
         peer.conns -= 1
         sock.close()
+
+
+def _send_pending(sock: Stream, location, pending: bytes) -> None:  # noqa: ANN001
+    """Wait out a connect the lane began, then send the rest of the packet."""
+    sock.settimeout(location.connect_timeout)
+    address = location.upstream.peers[0].address
+    try:
+        sock.wait_connected()
+    except TimeoutError:
+        raise UpstreamError(504, f"connect to {address} timed out") from None
+    except OSError as exc:
+        raise UpstreamError(502, f"connect to {address} failed: {exc.strerror or exc}") from None
+    sock.settimeout(location.send_timeout)
+    _sendall(sock, pending)
 
 
 def _connect(conn, request, location, balancer):  # noqa: ANN001, ANN202
@@ -123,7 +164,7 @@ def _connect(conn, request, location, balancer):  # noqa: ANN001, ANN202
             error = exc
 
 
-def _request_packet(conn, request, content_length: int | None, params: UwsgiParams,  # noqa: ANN001
+def request_packet(conn, request, content_length: int | None, params: UwsgiParams,  # noqa: ANN001
                     location) -> bytes:  # noqa: ANN001
     # A unix listener has no ports: nginx sends "" for both.
     return encode_request_packet(
@@ -185,12 +226,7 @@ def _send_request(conn, request, sock, packet: bytes, body: SpooledBody | None) 
     """The packet, then the body: spooled, or streamed from the client as it arrives."""
 
     def sendall(data: bytes | memoryview) -> None:
-        try:
-            sock.sendall(data)
-        except TimeoutError:
-            raise UpstreamError(504, "uwsgi server timed out while the request was sent") from None
-        except OSError as exc:
-            raise UpstreamError(502, f"sending the request to uwsgi failed: {exc}") from None
+        _sendall(sock, data)
 
     if body is not None:
         body.send(sendall, packet)
@@ -212,9 +248,18 @@ def _send_request(conn, request, sock, packet: bytes, body: SpooledBody | None) 
         sendall(pending)
 
 
-def _read_reply_head(sock, packet_size: int) -> tuple[ResponseHead, bytes]:  # noqa: ANN001
-    """Read the reply head (HTTP or CGI-style); return it parsed, and the bytes after it."""
-    data = b""
+def _sendall(sock: Stream, data: bytes | memoryview) -> None:
+    try:
+        sock.sendall(data)
+    except TimeoutError:
+        raise UpstreamError(504, "uwsgi server timed out while the request was sent") from None
+    except OSError as exc:
+        raise UpstreamError(502, f"sending the request to uwsgi failed: {exc}") from None
+
+
+def _read_reply_head(sock, packet_size: int, data: bytes = b"") -> tuple[ResponseHead, bytes]:  # noqa: ANN001
+    """Read the reply head (HTTP or CGI-style) that starts with `data`; return it
+    parsed, and the bytes after it."""
     try:
         while (end := find_head_end(data)) < 0:
             if len(data) > MAX_RESPONSE_HEAD:

@@ -57,13 +57,19 @@ class ScriptedUwsgi:
     """Listen on 127.0.0.1 (ephemeral port); answer each request with `reply`.
 
     `reply=None` never answers: the connection is held open until `stop()`.
+    `split_at` sends the reply in two writes, that many bytes first, the rest
+    after `pause` seconds: a reply the proxy reads in two pieces. `listener`
+    serves a socket already listening (one the test let fill up first).
     """
 
     reply: bytes | None
     requests: list[ReceivedRequest] = field(default_factory=list)
+    split_at: int = 0
+    pause: float = 0.3
+    listener: socket.socket | None = None
 
     def __post_init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = self.listener or socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.2)
         self.port = self._listener.getsockname()[1]
         self._stopping = threading.Event()
@@ -96,7 +102,12 @@ class ScriptedUwsgi:
             if self.reply is None:
                 self._stopping.wait(120)
                 return
-            connection.sendall(self.reply)
+            if self.split_at:
+                connection.sendall(self.reply[:self.split_at])
+                self._stopping.wait(self.pause)  # the proxy reads the first piece alone
+                connection.sendall(self.reply[self.split_at:])
+            else:
+                connection.sendall(self.reply)
         except OSError:
             pass
         finally:

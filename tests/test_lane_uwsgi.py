@@ -1,0 +1,201 @@
+"""The callback lane's uwsgi call (workers/lane_uwsgi.py), against the real master.
+
+A plain keep-alive request to a one-server uwsgi_pass location is sent and,
+when the reply is whole and small, answered in libev callbacks. These tests
+drive each way out of that: the exact bytes of lane-served replies (with a
+length from uWSGI, and from its close), replies the greenlet finishes (CGI
+style, a head in two pieces, a big body), a read timeout, a refused connect,
+a connect still under way when the packet is sent (a listener whose queue is
+full drops the SYN), pipelining, and the access log.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.support.configs import one_location
+from tests.support.processes import wait_for
+from tests.support.raw_http import read_reply
+from tests.support.scripted_uwsgi import ScriptedUwsgi
+from tests.support.uwsgi_server import uwsgi_servers
+
+HELLO = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world"
+
+
+def config(uwsgi_pass: str, location: str = "", top: str = 'access_log = "off"') -> str:
+    return one_location(uwsgi_pass, top=f"workers = 1\n{top}", directive="uwsgi_pass",
+                        location=location)
+
+
+@pytest.fixture
+def uwsgi(tmp_path: Path):
+    with uwsgi_servers(tmp_path) as start:
+        yield start
+
+
+def keep_alive_get(path: str = "/") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: lane.test\r\n\r\n".encode()
+
+
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        more = sock.recv(size - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def test_keep_alive_replies_are_exact_with_a_length_from_uwsgis_close(uwsgi, start_proxy):
+    # hello.py sends no Content-Length and uWSGI closes: the lane reads the close
+    # with the reply and gives the client the length.
+    proxy = start_proxy(config(uwsgi("hello.py").uwsgi_pass))
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        for _ in range(20):
+            sock.sendall(keep_alive_get())
+            assert read_exactly(sock, len(HELLO)) == HELLO
+
+
+def test_keep_alive_replies_with_uwsgis_own_length(start_proxy):
+    reply = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-App: a\r\n\r\nok"
+    relayed = b"HTTP/1.1 201 Created\r\nX-App: a\r\nContent-Length: 2\r\n\r\nok"
+    with ScriptedUwsgi(reply) as peer:
+        proxy = start_proxy(config(peer.address))
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            for number in range(5):
+                sock.sendall(keep_alive_get(f"/n/{number}"))
+                assert read_exactly(sock, len(relayed)) == relayed
+        assert [r.environ[b"PATH_INFO"] for r in peer.requests] == [
+            f"/n/{number}".encode() for number in range(5)]
+        assert all(r.environ[b"HTTP_HOST"] == b"lane.test" for r in peer.requests)
+
+
+@pytest.mark.parametrize(("reply", "split_at", "status", "body"), [
+    (b"Status: 404 Not Found\r\nContent-Type: text/plain\r\n\r\nnope", 0, 404, b"nope"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 10, 200, b"hello"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 40, 200, b"hello"),
+    (b"HTTP/1.1 200 OK\r\n\r\n" + b"y" * 300_000, 0, 200, b"y" * 300_000),
+], ids=["cgi-style", "head-in-two-pieces", "body-in-two-pieces", "big-body-until-close"])
+def test_replies_the_greenlet_finishes_keep_the_connection_usable(
+        start_proxy, reply: bytes, split_at: int, status: int, body: bytes):
+    with ScriptedUwsgi(reply, split_at=split_at) as peer:
+        proxy = start_proxy(config(peer.address))
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            for _ in range(2):
+                sock.sendall(keep_alive_get())
+                answer = read_reply(sock)
+                assert (answer.status, answer.body) == (status, body)
+                assert answer.header("connection") is None
+        assert len(peer.requests) == 2
+
+
+def test_a_read_timeout_in_the_lane_is_504_and_the_connection_stays_usable(start_proxy):
+    with ScriptedUwsgi(None) as silent:
+        proxy = start_proxy(config(silent.address, 'read_timeout = "500ms"'))
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            for _ in range(2):
+                sock.sendall(keep_alive_get())
+                answer = read_reply(sock)
+                assert answer.status == 504
+                assert answer.header("connection") is None
+        wait_for(lambda: "uwsgi server timed out while the reply was read" in proxy.log(),
+                 message="the error log line")
+
+
+def test_a_refused_connect_is_502_with_the_error_logged(start_proxy):
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # bound, not listening: connects are refused
+        proxy = start_proxy(config(f"127.0.0.1:{port}"))
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            for _ in range(2):
+                sock.sendall(keep_alive_get())
+                assert read_reply(sock).status == 502
+    wait_for(lambda: f"connect to 127.0.0.1:{port} failed" in proxy.log(),
+             message="the error log line")
+
+
+def _full_listener() -> tuple[socket.socket, list[socket.socket]]:
+    """A listener whose accept queue is full: the kernel drops new SYNs, so a
+    connect stays under way until the queue has room (and the SYN is resent)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = [socket.create_connection(listener.getsockname(), timeout=5)]
+    late = socket.socket()
+    late.setblocking(False)
+    late.connect_ex(listener.getsockname())  # left hanging: the queue is full
+    fillers.append(late)
+    return listener, fillers
+
+
+def _connects_under_way(port: int) -> int:
+    """Sockets in SYN_SENT to 127.0.0.1:port (/proc/net/tcp: state 02)."""
+    target = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as table:
+        return sum(1 for line in table
+                   if line.split()[2:4] == [target, "02"])
+
+
+def test_a_connect_still_under_way_is_finished_by_the_greenlet(start_proxy):
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate"
+    listener, fillers = _full_listener()
+    port = listener.getsockname()[1]
+    proxy = start_proxy(config(f"127.0.0.1:{port}", 'connect_timeout = "20s"'))
+    answers: list = []
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=20) as sock:
+        sock.sendall(keep_alive_get())
+        reader = threading.Thread(target=lambda: answers.append(read_reply(sock)))
+        reader.start()
+        wait_for(lambda: _connects_under_way(port) >= 2, message="the proxy's connect to hang")
+        with ScriptedUwsgi(reply, listener=listener) as peer:  # room: the resent SYN gets in
+            reader.join(15)
+            assert [(a.status, a.body) for a in answers] == [(200, b"late")]
+            assert [r.environ[b"REQUEST_METHOD"] for r in peer.requests] == [b"GET"]
+            sock.sendall(keep_alive_get())  # and the connection goes on
+            assert read_reply(sock).body == b"late"
+    for filler in fillers:
+        filler.close()
+
+
+def test_a_connect_that_never_finishes_is_504(start_proxy):
+    listener, fillers = _full_listener()
+    port = listener.getsockname()[1]
+    try:
+        proxy = start_proxy(config(f"127.0.0.1:{port}", 'connect_timeout = "1s"'))
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=20) as sock:
+            sock.sendall(keep_alive_get())
+            assert read_reply(sock).status == 504
+        wait_for(lambda: f"connect to 127.0.0.1:{port} timed out" in proxy.log(),
+                 message="the error log line")
+    finally:
+        for sock in (*fillers, listener):
+            sock.close()
+
+
+def test_pipelined_requests_are_answered_in_order(uwsgi, start_proxy):
+    proxy = start_proxy(config(uwsgi("environ.py").uwsgi_pass))
+    last = b"GET /three HTTP/1.1\r\nHost: lane.test\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(keep_alive_get("/one") + keep_alive_get("/two") + last)
+        replies = read_exactly(sock, 1 << 22)  # to the close after the third
+    assert replies.count(b"HTTP/1.1 200 OK\r\n") == 3
+    assert re.findall(rb'"PATH_INFO": "([^"]*)"', replies) == [b"/one", b"/two", b"/three"]
+
+
+def test_lane_served_requests_are_in_the_access_log(uwsgi, start_proxy, tmp_path: Path):
+    log = tmp_path / "access.log"
+    proxy = start_proxy(config(uwsgi("hello.py").uwsgi_pass, top=f'access_log = "{log}"'))
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        for number in range(3):
+            sock.sendall(keep_alive_get(f"/logged/{number}"))
+            assert read_exactly(sock, len(HELLO)) == HELLO
+    wait_for(lambda: log.exists() and log.read_text().count('" 200 11 ') == 3,
+             message="three access log lines")
+    assert [f"GET /logged/{n} HTTP/1.1" in log.read_text() for n in range(3)] == [True] * 3
