@@ -258,6 +258,8 @@ _STANDARD_TEMPLATE = b"".join(
     for name in STANDARD_VARS if name != b"HTTPS")
 # Client header name -> `u16 len, HTTP_NAME` (b"" for a name nginx ignores).
 _HEADER_KEYS: dict[bytes, bytes] = {}
+# The u16 of every length under 4 KiB: an index instead of a pack() call per var.
+_SHORT_U16 = tuple(_pack_u16(length) for length in range(4096))
 
 
 def _in_two_steps(request: tuple, params: UwsgiParams, modifier1: int, modifier2: int) -> bytes:
@@ -294,7 +296,8 @@ def encode_request_packet(
                server_port, server_name, content_length)
     if params.standard or params.extra or params.header_vars:
         return _in_two_steps(request, params, modifier1, modifier2)
-    path, query = _without_fragment(path, query)
+    if b"#" in target:
+        path, query = _without_fragment(path, query)
     content_type = None
     parts: list[bytes] = []
     joined: dict[bytes, bytes] = {}
@@ -318,22 +321,22 @@ def encode_request_packet(
     if content_type is None:
         content_type = b""
     length = b"" if content_length is None else b"%d" % content_length
-    uri = request_uri(target)
+    uri = target if target[:1] == b"/" else request_uri(target)
     path_info = document_uri(path)
     protocol = _PROTOCOLS.get(version) or b"HTTP/" + version.encode("ascii")
-    pack = _pack_u16
+    u16 = _SHORT_U16
     try:
         parts.append(_STANDARD_TEMPLATE % (
-            pack(len(query)), query, pack(len(method)), method,
-            pack(len(content_type)), content_type, pack(len(length)), length,
-            pack(len(uri)), uri, pack(len(path_info)), path_info,
-            pack(len(protocol)), protocol, b"\x04\x00", b"http",
-            pack(len(remote_addr)), remote_addr, pack(len(remote_port)), remote_port,
-            pack(len(server_port)), server_port, pack(len(server_name)), server_name))
+            u16[len(query)], query, u16[len(method)], method,
+            u16[len(content_type)], content_type, u16[len(length)], length,
+            u16[len(uri)], uri, u16[len(path_info)], path_info,
+            u16[len(protocol)], protocol, b"\x04\x00", b"http",
+            u16[len(remote_addr)], remote_addr, u16[len(remote_port)], remote_port,
+            u16[len(server_port)], server_port, u16[len(server_name)], server_name))
         for key, value in joined.items():
-            parts += (key, pack(len(value)), value)
-    except struct.error:  # a value longer than its u16 length field can say:
-        # the two steps raise VarsTooBig with the size they report.
+            parts += (key, u16[len(value)], value)
+    except IndexError:  # a value of 4 KiB or more: the two steps encode it, or raise
+        # VarsTooBig (with the size they report) for one a u16 cannot measure.
         return _in_two_steps(request, params, modifier1, modifier2)
     block = b"".join(parts)
     if len(block) > MAX_VARS_SIZE:
