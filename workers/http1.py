@@ -88,6 +88,9 @@ class Request:
         return None
 
 
+_new_request = object.__new__
+
+
 class ClientClosed(Exception):
     """The client closed the connection (cleanly between requests, or mid-message)."""
 
@@ -208,19 +211,22 @@ class RequestReader:
         host = None
         tokens = _NO_TOKENS
         for name, value in _NOTABLE_LINE.findall(lines):
-            lower = name.lower()
-            if lower == b"host" and host is None:
+            # The names are _NOTABLE_LINE's, in any case: their lengths tell them apart.
+            size = len(name)
+            if size == 4 and host is None:  # Host
                 host = value
-            elif lower == b"connection":
+            elif size == 10:  # Connection
                 tokens = add_connection_tokens(tokens, value)
             else:  # a second Host, framing, Upgrade, Expect, X-Forwarded-For...
                 return None
         if not host or len(target) > MAX_URI_SIZE or match.end() > MAX_HEAD_SIZE:
             return None
-        request = Request()
+        request = _new_request(Request)  # every slot is set here: no __init__ defaults
         request.method, request.target, request.lines, request._headers = \
             method, target, lines, None
         request.host, request.connection_tokens = host, tokens
+        request.content_length, request.upgrade = None, None
+        request.chunked = request.expect_continue = request.has_body = False
         # llhttp's should_keep_alive: 1.1 unless `close`; 1.0 only with `keep-alive`.
         if minor == b"1":
             request.version = "1.1"

@@ -26,6 +26,7 @@ keep-alive and read timeouts (stream.py's deadlines), the access log.
 from __future__ import annotations
 
 import contextlib
+from time import monotonic as _monotonic
 
 from gevent import get_hub
 from gevent.hub import Waiter
@@ -80,14 +81,27 @@ class Lane(UwsgiLane):
             self._disarm()
 
     # -- waiting for the client -----------------------------------------------------
-    def _wait_for_request(self, timeout: float) -> None:
+    def _arm(self, timeout: float | None) -> None:
+        """Set the lane's one deadline, kept on the client stream: the keep-alive
+        timeout while it waits for a request, the upstream's read timeout while
+        it waits for an answer (`throw` tells the two apart by `connection`)."""
         client = self.conn.sock
-        self.conn.reader.started = False  # idle: a drain may close it (worker.py)
-        self.conn.site.worker.idle.add(self.conn)
+        if timeout is None:
+            client.clear_deadline()
+        elif client.waiter is self:  # armed already: move it
+            client.deadline = _monotonic() + timeout
+        else:
+            client.set_deadline(timeout, self)
+
+    def _wait_for_request(self, timeout: float) -> None:
+        conn = self.conn
+        client = conn.sock
+        conn.reader.started = False  # idle: a drain may close it (worker.py)
+        conn.site.worker.idle.add(conn)
         client.on_readable = self._client_readable
         if not client.read_event.active:
             client.read_event.start(client._readable)
-        client.set_deadline(timeout, self)
+        self._arm(timeout)
 
     def _client_readable(self) -> None:
         conn = self.conn
@@ -102,7 +116,8 @@ class Lane(UwsgiLane):
             return
         except OSError:
             data = b""
-        client.clear_deadline()
+        # The keep-alive deadline stays armed on the client stream: sending the
+        # request moves it to the read timeout, and any hand-over disarms it.
         conn.site.worker.idle.discard(conn)
         if not data:
             client.on_readable = None
@@ -142,7 +157,7 @@ class Lane(UwsgiLane):
         upstream.on_readable = self._upstream_readable
         if not upstream.read_event.active:  # pooled connections are watched while idle
             upstream.read_event.start(upstream._readable)
-        upstream.set_deadline(location.read_timeout, self)
+        self._arm(location.read_timeout)
 
     # -- waiting for the upstream ---------------------------------------------------
     def _upstream_readable(self) -> None:
@@ -155,7 +170,6 @@ class Lane(UwsgiLane):
         except OSError:
             data = b""
         upstream.on_readable = None
-        upstream.clear_deadline()
         self.connection = self.request = self.location = None
         if not data:  # closed before answering: the free retry of a pooled connection
             connection.close()

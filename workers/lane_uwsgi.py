@@ -77,7 +77,7 @@ class UwsgiLane:
         self.packet_size = len(packet)
         stream.on_readable = self._uwsgi_readable
         stream.read_event.start(stream._readable)
-        stream.set_deadline(location.read_timeout, self)
+        self._arm(location.read_timeout)
 
     def _uwsgi_readable(self) -> None:
         stream = self.connection.sock
@@ -117,7 +117,7 @@ class UwsgiLane:
         """Part of a small reply is in: keep it, and wait in the lane for the rest
         (read_timeout runs again, as nginx's runs between two reads)."""
         self.received = data
-        self.connection.sock.set_deadline(self.location.read_timeout, self)
+        self._arm(self.location.read_timeout)
 
     def _uwsgi_timed_out(self) -> None:
         """The read timeout (stream.py's sweeper, in the hub): the greenlet answers 504."""
@@ -128,7 +128,6 @@ class UwsgiLane:
 
     def _let_go(self, stream: Stream) -> None:
         stream.on_readable = None
-        stream.clear_deadline()
         self.connection = self.request = self.location = None
         self.packet_size = 0
         self.received = b""
