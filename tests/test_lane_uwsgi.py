@@ -95,6 +95,23 @@ def test_replies_the_greenlet_finishes_keep_the_connection_usable(
         assert len(peer.requests) == 2
 
 
+@pytest.mark.parametrize(("method", "reply"), [
+    ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n"),
+    ("GET", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 11\r\n\r\n"),
+    ("GET", b"HTTP/1.1 204 No Content\r\n\r\n"),
+], ids=["head", "304", "204"])
+def test_a_reply_with_no_body_is_answered_before_the_server_closes(
+        start_proxy, method: str, reply: bytes):
+    # The server holds the connection open: the answer must not wait for its close
+    # (read_timeout is long, the client's patience short).
+    with ScriptedUwsgi(reply, hold_open=True) as peer:
+        proxy = start_proxy(config(peer.address, 'read_timeout = "60s"'))
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+            sock.sendall(f"{method} / HTTP/1.1\r\nHost: lane.test\r\n\r\n".encode())
+            answer = read_reply(sock, head_request=True)
+            assert answer.status == int(reply[9:12])
+
+
 def test_a_read_timeout_in_the_lane_is_504_and_the_connection_stays_usable(start_proxy):
     with ScriptedUwsgi(None) as silent:
         proxy = start_proxy(config(silent.address, 'read_timeout = "500ms"'))

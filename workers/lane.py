@@ -55,7 +55,7 @@ class Lane(UwsgiLane):
     """The callback lane of one client connection (see the module docstring)."""
 
     __slots__ = ("conn", "hub", "waiter", "request", "location", "connection",
-                 "keepalive_timeout", "packet_size", "received")
+                 "keepalive_timeout", "packet_size", "received", "pool")
 
     def __init__(self, conn) -> None:  # noqa: ANN001 - a ClientConnection
         self.conn = conn
@@ -65,6 +65,7 @@ class Lane(UwsgiLane):
         self.keepalive_timeout = 0.0
         self.packet_size = 0  # of the uwsgi call under way; 0 for proxy_pass
         self.received = b""  # of the uwsgi reply so far (lane_uwsgi.py)
+        self.pool = None  # the pool `connection` goes back to (proxy_pass)
 
     def run(self, keepalive_timeout: float) -> tuple:
         """Park the greenlet while the lane serves; returns what it must do next."""
@@ -98,7 +99,8 @@ class Lane(UwsgiLane):
         client = conn.sock
         conn.reader.started = False  # idle: a drain may close it (worker.py)
         conn.site.worker.idle.add(conn)
-        client.on_readable = self._client_readable
+        if client.on_readable is None:  # (it stays ours from one request to the next)
+            client.on_readable = self._client_readable
         if not client.read_event.active:
             client.read_event.start(client._readable)
         self._arm(timeout)
@@ -118,7 +120,9 @@ class Lane(UwsgiLane):
             data = b""
         # The keep-alive deadline stays armed on the client stream: sending the
         # request moves it to the read timeout, and any hand-over disarms it.
-        conn.site.worker.idle.discard(conn)
+        site = conn.site
+        worker = site.worker
+        worker.idle.discard(conn)
         if not data:
             client.on_readable = None
             return self._wake((CLOSED,))
@@ -126,10 +130,10 @@ class Lane(UwsgiLane):
         reader = conn.reader
         reader.started = True
         request = reader._plain_head(data)
-        if request is None or reader.leftover or conn.site.worker.draining:
+        if request is None or reader.leftover or worker.draining:
             reader.leftover = b""
             return self._restart(data)
-        location = conn.site.router.match(request.path)
+        location = site.router.match(request.path)
         if location is None:
             return self._restart(data)
         if location.protocol == "uwsgi":
@@ -154,6 +158,7 @@ class Lane(UwsgiLane):
             connection.close()
             return self._wake((RETRY, request, location))
         self.request, self.location, self.connection = request, location, connection
+        self.pool = pool
         upstream.on_readable = self._upstream_readable
         if not upstream.read_event.active:  # pooled connections are watched while idle
             upstream.read_event.start(upstream._readable)
@@ -183,7 +188,7 @@ class Lane(UwsgiLane):
         if not self._whole_and_small(request, response, rest):
             return self._wake((RESUME, request, location, connection, data))
         if response.keep_alive:
-            pool_for(location.upstream).release(connection)
+            self.pool.release(connection)
         else:
             connection.close()
         self._answer(request, response, rest)

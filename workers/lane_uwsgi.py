@@ -98,15 +98,18 @@ class UwsgiLane:
             with contextlib.suppress(UpstreamError):  # the greenlet path reports it
                 response = parse_response_head(data[:end + 4])
         rest = data[end + 4:]
+        request = self.request
         if response is not None and len(rest) < _SMALL_REPLY and (
-                response.content_length is None or len(rest) < response.content_length):
+                response.content_length is None or len(rest) < response.content_length) \
+                and request.method != b"HEAD" and response.status >= 200 \
+                and response.status not in (204, 304):  # (no body to wait for in these)
             if not closed:
                 return self._read_more(data)
             if response.content_length is None:
                 # uWSGI closes after the body: with the close in hand the body is
                 # whole and gets a length (relay_response's own rule).
                 response.content_length = len(rest)
-        request, location, packet_size = self.request, self.location, self.packet_size
+        location, packet_size = self.location, self.packet_size
         self._let_go(stream)
         if not self._whole_and_small(request, response, rest):
             return self._wake((UWSGI, request, location, stream, b"", data, packet_size))

@@ -165,8 +165,10 @@ def _connect(conn, request, location, balancer):  # noqa: ANN001, ANN202
 
 
 def request_packet(conn, request, content_length: int | None, params: UwsgiParams,  # noqa: ANN001
-                    location) -> bytes:  # noqa: ANN001
-    # A unix listener has no ports: nginx sends "" for both.
+                   location) -> bytes:  # noqa: ANN001
+    """The request's uwsgi packet (the vars block and its header), for `location`.
+
+    A unix listener has no ports: nginx sends "" for both."""
     return encode_request_packet(
         method=request.method,
         target=request.target,
@@ -225,7 +227,7 @@ def _read_whole_body(conn, limit: int) -> SpooledBody:  # noqa: ANN001
 def _send_request(conn, request, sock, packet: bytes, body: SpooledBody | None) -> None:  # noqa: ANN001
     """The packet, then the body: spooled, or streamed from the client as it arrives."""
 
-    def sendall(data: bytes | memoryview) -> None:
+    def sendall(data: bytes | memoryview) -> None:  # what body.send calls
         _sendall(sock, data)
 
     if body is not None:

@@ -58,14 +58,17 @@ class ScriptedUwsgi:
 
     `reply=None` never answers: the connection is held open until `stop()`.
     `split_at` sends the reply in two writes, that many bytes first, the rest
-    after `pause` seconds: a reply the proxy reads in two pieces. `listener`
-    serves a socket already listening (one the test let fill up first).
+    after `pause` seconds: a reply the proxy reads in two pieces. `hold_open`
+    keeps the connection open after the reply, as a server that sends no body
+    after a head (HEAD, 304) and closes late would. `listener` serves a socket
+    already listening (one the test let fill up first).
     """
 
     reply: bytes | None
     requests: list[ReceivedRequest] = field(default_factory=list)
     split_at: int = 0
     pause: float = 0.3
+    hold_open: bool = False
     listener: socket.socket | None = None
 
     def __post_init__(self) -> None:
@@ -108,6 +111,8 @@ class ScriptedUwsgi:
                 connection.sendall(self.reply[self.split_at:])
             else:
                 connection.sendall(self.reply)
+            if self.hold_open:
+                self._stopping.wait(120)
         except OSError:
             pass
         finally:
