@@ -88,9 +88,6 @@ class Request:
         return None
 
 
-_new_request = object.__new__
-
-
 class ClientClosed(Exception):
     """The client closed the connection (cleanly between requests, or mid-message)."""
 
@@ -221,12 +218,10 @@ class RequestReader:
                 return None
         if not host or len(target) > MAX_URI_SIZE or match.end() > MAX_HEAD_SIZE:
             return None
-        request = _new_request(Request)  # every slot is set here: no __init__ defaults
+        request = Request()
         request.method, request.target, request.lines, request._headers = \
             method, target, lines, None
         request.host, request.connection_tokens = host, tokens
-        request.content_length, request.upgrade = None, None
-        request.chunked = request.expect_continue = request.has_body = False
         # llhttp's should_keep_alive: 1.1 unless `close`; 1.0 only with `keep-alive`.
         if minor == b"1":
             request.version = "1.1"

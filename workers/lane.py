@@ -35,7 +35,7 @@ from workers import headers as header_rules
 from workers.errors import UpstreamError
 from workers.http1 import HEAD_RECV_SIZE
 from workers.lane_uwsgi import UWSGI, UwsgiLane  # noqa: F401 - an outcome kind of this lane
-from workers.response_head import ResponseHead, parse_response_head
+from workers.response_head import ResponseHead, has_no_body, parse_response_head
 from workers.routing import upstream_target
 from workers.stats import stats
 from workers.upstreams import pool_for
@@ -206,8 +206,7 @@ class Lane(UwsgiLane):
         """Whether the response is one the lane sends itself: relay_response's
         own fast case (a whole small Content-Length body, keep-alive both ways)."""
         return not (response is None or response.content_length != len(rest)
-                    or len(rest) >= _SMALL_BODY or response.status < 200
-                    or response.status in (204, 304) or request.method == b"HEAD"
+                    or len(rest) >= _SMALL_BODY or has_no_body(request.method, response.status)
                     or request.version != "1.1" or not self.conn.keep_alive_allowed(request))
 
     def _answer(self, request, response: ResponseHead, rest: bytes) -> None:  # noqa: ANN001

@@ -29,7 +29,7 @@ import contextlib
 from workers import uwsgi
 from workers.errors import HttpError, UpstreamError
 from workers.http1 import HEAD_RECV_SIZE
-from workers.response_head import parse_response_head
+from workers.response_head import has_no_body, parse_response_head
 from workers.stream import Stream, start_connect
 from workers.upstreams import UpstreamConnection, pool_for
 
@@ -101,8 +101,7 @@ class UwsgiLane:
         request = self.request
         if response is not None and len(rest) < _SMALL_REPLY and (
                 response.content_length is None or len(rest) < response.content_length) \
-                and request.method != b"HEAD" and response.status >= 200 \
-                and response.status not in (204, 304):  # (no body to wait for in these)
+                and not has_no_body(request.method, response.status):
             if not closed:
                 return self._read_more(data)
             if response.content_length is None:

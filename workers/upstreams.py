@@ -60,15 +60,6 @@ class UpstreamPool:
 
     def take_idle(self, peer_index: int) -> UpstreamConnection | None:
         """The most recently used idle connection to a peer, if any (no peek)."""
-        idle = self.idle
-        if idle:
-            connection = idle[-1]
-            # The usual case, one peer: the newest connection, not yet expired.
-            if connection.peer_index == peer_index and connection.idle_since >= \
-                    time.monotonic() - self.upstream.keepalive_timeout:
-                idle.pop()
-                connection.sock.idle_handler = None
-                return connection
         return self._take_idle(peer_index, False)
 
     def release(self, connection: UpstreamConnection) -> None:
