@@ -4,7 +4,7 @@ A plain keep-alive request to a one-server uwsgi_pass location is sent and,
 when the reply is whole and small, answered in libev callbacks. These tests
 drive each way out of that: the exact bytes of lane-served replies (with a
 length from uWSGI, and from its close), replies the greenlet finishes (CGI
-style, a head in two pieces, a big body), a read timeout, a refused connect,
+style, a head in two pieces, a big body), a read timeout, a reset, a refused connect,
 a connect still under way when the packet is sent (a listener whose queue is
 full drops the SYN), pipelining, and the access log.
 """
@@ -123,6 +123,22 @@ def test_a_read_timeout_in_the_lane_is_504_and_the_connection_stays_usable(start
                 assert answer.header("connection") is None
         wait_for(lambda: "uwsgi server timed out while the reply was read" in proxy.log(),
                  message="the error log line")
+
+
+def test_a_reset_after_the_packet_is_502_with_the_reset_logged(start_proxy):
+    # The reset is reported to one read only, the lane's: the log must still
+    # name it (nginx: "recv() failed (104: Connection reset by peer)").
+    with ScriptedUwsgi(None, reset=True) as dying:
+        proxy = start_proxy(config(dying.address))
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            for _ in range(2):
+                sock.sendall(keep_alive_get())
+                answer = read_reply(sock)
+                assert answer.status == 502
+                assert b"502 Bad Gateway" in answer.body
+        assert len(dying.requests) == 2
+    wait_for(lambda: "reading the reply from uwsgi failed: [Errno 104] Connection reset"
+             in proxy.log(), message="the error log line")
 
 
 def test_a_refused_connect_is_502_with_the_error_logged(start_proxy):

@@ -18,7 +18,7 @@ Anything else goes to the greenlet: a failed connect before anything is sent
 restarts the request on the usual path, which reports it; after the packet
 is sent, `uwsgi.resume` finishes the call from where the lane stopped (a
 CGI-style or partial head, a big or streamed body, a close with no reply, a
-read timeout, which it answers 504). One server only: choosing among several
+reset or a read timeout, which it answers 502 and 504). One server only: choosing among several
 is the balancer's, on the usual path.
 """
 
@@ -35,7 +35,7 @@ from workers.upstreams import UpstreamConnection, pool_for
 
 # What the lane hands the greenlet for a call to finish (lane.py's outcomes):
 # (UWSGI, request, location, stream, bytes of the packet still to send, bytes
-# read from the server or None on a read timeout, the packet's size)
+# read from the server or the UpstreamError its read ended in, the packet's size)
 UWSGI = "uwsgi"
 
 # A reply the lane reads whole before it answers; anything bigger streams, from
@@ -85,8 +85,11 @@ class UwsgiLane:
             more = stream.sock.recv(HEAD_RECV_SIZE)
         except BlockingIOError:
             return
-        except OSError:
-            more = b""  # a reset: the greenlet's read reports it
+        except OSError as exc:
+            # A reset is reported once, to this read: hand the greenlet the error
+            # itself (its own read would see only a close).
+            return self._hand_over(uwsgi.reply_read_failed(exc, self.received,
+                                                           self.packet_size))
         data = self.received + more if self.received else more
         closed = not more
         end = data.find(b"\r\n\r\n")
@@ -123,10 +126,14 @@ class UwsgiLane:
 
     def _uwsgi_timed_out(self) -> None:
         """The read timeout (stream.py's sweeper, in the hub): the greenlet answers 504."""
+        self._hand_over(uwsgi.reply_timed_out())
+
+    def _hand_over(self, error: UpstreamError) -> None:
+        """The read failed: the greenlet logs `error`, counts it and answers it."""
         stream = self.connection.sock
         request, location, packet_size = self.request, self.location, self.packet_size
         self._let_go(stream)
-        self._wake((UWSGI, request, location, stream, b"", None, packet_size))
+        self._wake((UWSGI, request, location, stream, b"", error, packet_size))
 
     def _let_go(self, stream: Stream) -> None:
         stream.on_readable = None

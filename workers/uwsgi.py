@@ -85,19 +85,20 @@ def _call(conn, request, location, packet: bytes, body: SpooledBody | None) -> b
                      lambda: _send_request(conn, request, sock, packet, body), len(packet), b"")
 
 
-def resume(conn, request, location, sock: Stream, pending: bytes, data: bytes | None,  # noqa: ANN001
-           packet_size: int) -> bool:
+def resume(conn, request, location, sock: Stream, pending: bytes,  # noqa: ANN001
+           data: bytes | UpstreamError, packet_size: int) -> bool:
     """Finish a call the callback lane (workers/lane_uwsgi.py) began on the
     location's one server: `pending` is what is left to send of the packet (all
     of it while the connect is still under way), `data` what has come back so
-    far, None if the read timed out. Returns as `forward` does."""
+    far, or how the lane's read failed (`reply_timed_out`, `reply_read_failed`).
+    Returns as `forward` does."""
     balancer = pool_for(location.upstream).balancer
     send = (lambda: _send_pending(sock, location, pending)) if pending else None
     return _exchange(conn, request, location, balancer, 0, sock, send, packet_size, data)
 
 
 def _exchange(conn, request, location, balancer, peer_index: int, sock: Stream,  # noqa: ANN001, PLR0913
-              send, packet_size: int, data: bytes | None) -> bool:  # noqa: ANN001
+              send, packet_size: int, data: bytes | UpstreamError) -> bool:  # noqa: ANN001
     """Send the request with `send()` (if any), read the reply after `data`, relay it."""
     peer = balancer.peers[peer_index]
     peer.conns += 1
@@ -106,8 +107,8 @@ def _exchange(conn, request, location, balancer, peer_index: int, sock: Stream, 
             if send is not None:
                 sock.settimeout(location.send_timeout)
                 send()
-            if data is None:
-                raise UpstreamError(504, "uwsgi server timed out while the reply was read")
+            if isinstance(data, UpstreamError):  # the lane's read failed
+                raise data
             sock.settimeout(location.read_timeout)
             response, rest = _read_reply_head(sock, packet_size, data)
         except UpstreamError as exc:
@@ -274,15 +275,24 @@ def _read_reply_head(sock, packet_size: int, data: bytes = b"") -> tuple[Respons
                                          + _size_hint(data, packet_size))
             data += more
     except TimeoutError:
-        raise UpstreamError(504, "uwsgi server timed out while the reply was read") from None
+        raise reply_timed_out() from None
     except OSError as exc:
-        raise UpstreamError(502, f"reading the reply from uwsgi failed: {exc}"
-                                 + _size_hint(data, packet_size)) from None
+        raise reply_read_failed(exc, data, packet_size) from None
     head, rest = data[:end], data[end:]
     if not (head.startswith(b"HTTP/") and head.endswith(b"\r\n\r\n")):
         # CGI-style (or bare-LF) head: rewrite it as the HTTP head it means.
         head = parse_reply_head(head).to_http()
     return parse_response_head(head), rest
+
+
+def reply_timed_out() -> UpstreamError:
+    return UpstreamError(504, "uwsgi server timed out while the reply was read")
+
+
+def reply_read_failed(exc: OSError, data: bytes, packet_size: int) -> UpstreamError:
+    """A read of the reply failed (a reset): nginx's "recv() failed" line."""
+    return UpstreamError(502, f"reading the reply from uwsgi failed: {exc}"
+                              + _size_hint(data, packet_size))
 
 
 def _size_hint(data: bytes, packet_size: int) -> str:

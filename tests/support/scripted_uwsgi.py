@@ -57,6 +57,7 @@ class ScriptedUwsgi:
     """Listen on 127.0.0.1 (ephemeral port); answer each request with `reply`.
 
     `reply=None` never answers: the connection is held open until `stop()`.
+    `reset` answers the request with a TCP reset instead (a server that dies).
     `split_at` sends the reply in two writes, that many bytes first, the rest
     after `pause` seconds: a reply the proxy reads in two pieces. `hold_open`
     keeps the connection open after the reply, as a server that sends no body
@@ -70,6 +71,7 @@ class ScriptedUwsgi:
     pause: float = 0.3
     hold_open: bool = False
     listener: socket.socket | None = None
+    reset: bool = False
 
     def __post_init__(self) -> None:
         self._listener = self.listener or socket.create_server(("127.0.0.1", 0))
@@ -102,6 +104,10 @@ class ScriptedUwsgi:
             length = dict(variables).get(b"CONTENT_LENGTH") or b"0"
             body = _read_exactly(connection, int(length))
             self.requests.append(ReceivedRequest(modifier1, modifier2, variables, body))
+            if self.reset:  # a zero linger turns the close into an RST
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                      struct.pack("ii", 1, 0))
+                return
             if self.reply is None:
                 self._stopping.wait(120)
                 return
