@@ -23,6 +23,7 @@ from tests.support.processes import wait_for
 from tests.support.raw_http import read_reply
 from tests.support.scripted_uwsgi import ScriptedUwsgi
 from tests.support.uwsgi_server import uwsgi_servers
+from workers.uwsgi_packet import build_vars
 
 HELLO = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world"
 
@@ -74,6 +75,82 @@ def test_keep_alive_replies_with_uwsgis_own_length(start_proxy):
         assert [r.environ[b"PATH_INFO"] for r in peer.requests] == [
             f"/n/{number}".encode() for number in range(5)]
         assert all(r.environ[b"HTTP_HOST"] == b"lane.test" for r in peer.requests)
+
+
+def test_reply_heads_seen_before_keep_their_own_bytes(start_proxy):
+    # workers/known_replies.py keeps a head's parse by its bytes: heads that differ
+    # in one value, or only in the length a close gave them, must never be mixed up.
+    def reply_for(request) -> bytes:
+        path = request.environ[b"PATH_INFO"]
+        if path.startswith(b"/close/"):  # no length: the body runs to the close
+            return b"HTTP/1.1 200 OK\r\nX-App: a\r\n\r\n" + b"z" * int(path[7:])
+        return b"HTTP/1.1 200 OK\r\nX-Path: " + path + b"\r\nContent-Length: 2\r\n\r\nok"
+
+    with ScriptedUwsgi(None, reply_for=reply_for) as peer:
+        proxy = start_proxy(config(peer.address))
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            for path in ["/a", "/b", "/a", "/b", "/a"]:
+                sock.sendall(keep_alive_get(path))
+                expected = (b"HTTP/1.1 200 OK\r\nX-Path: " + path.encode()
+                            + b"\r\nContent-Length: 2\r\n\r\nok")
+                assert read_exactly(sock, len(expected)) == expected
+            sock.sendall(b"HEAD /a HTTP/1.1\r\nHost: lane.test\r\n\r\n")
+            answer = read_reply(sock, head_request=True)
+            assert (answer.status, answer.header("x-path"), answer.body) == (200, "/a", b"")
+            for size in [3, 5, 3, 7]:
+                sock.sendall(keep_alive_get(f"/close/{size}"))
+                expected = (b"HTTP/1.1 200 OK\r\nX-App: a\r\nContent-Length: %d\r\n\r\n"
+                            % size + b"z" * size)
+                assert read_exactly(sock, len(expected)) == expected
+
+
+def test_a_length_taken_from_a_close_is_never_kept(start_proxy):
+    # The same head twice, each body ended by the close: the second body's first
+    # piece is as long as the whole first body. Kept, that length would cut it short.
+    head = b"HTTP/1.1 200 OK\r\nX-App: a\r\n\r\n"
+
+    def reply_for(request) -> bytes:
+        return head + b"z" * int(request.environ[b"PATH_INFO"][1:])
+
+    with ScriptedUwsgi(None, reply_for=reply_for, split_at=len(head) + 3) as peer:
+        proxy = start_proxy(config(peer.address))
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            for size in [3, 6]:
+                sock.sendall(keep_alive_get(f"/{size}"))
+                answer = read_reply(sock)
+                assert (answer.header("content-length"), answer.body) == (str(size), b"z" * size)
+
+
+def test_keep_alive_requests_get_the_vars_of_their_own_headers(start_proxy):
+    # workers/uwsgi.py keeps a connection's header vars while its header lines
+    # repeat: each packet must still be exactly the one build_vars describes.
+    heads = [
+        ("GET", "/a?x=1", "1.1", [("Host", "one.test"), ("X-Tag", "1")]),
+        ("GET", "/b", "1.1", [("Host", "one.test"), ("X-Tag", "1")]),
+        ("DELETE", "/c%20d?y", "1.1", [("Host", "two.test:81"), ("X-Tag", "2")]),
+        ("GET", "/e", "1.1", [("Host", "two.test:81"), ("X-Tag", "2"), ("Cookie", "a=1"),
+                              ("Cookie", "b=2")]),
+        ("GET", "/f", "1.0", [("Host", "two.test:81"), ("X-Tag", "2"), ("Cookie", "a=1"),
+                              ("Cookie", "b=2")]),
+    ]
+    with ScriptedUwsgi(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") as peer:
+        proxy = start_proxy(config(peer.address))
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            client_port = sock.getsockname()[1]
+            for method, target, version, headers in heads:
+                lines = "".join(f"{name}: {value}\r\n" for name, value in headers)
+                sock.sendall(f"{method} {target} HTTP/{version}\r\n{lines}\r\n".encode())
+                assert read_reply(sock).status == 200
+    assert len(peer.requests) == len(heads)
+    for received, (method, target, version, headers) in zip(peer.requests, heads, strict=True):
+        path, _, query = target.partition("?")
+        host = dict(headers)["Host"].partition(":")[0]
+        assert received.variables == build_vars(
+            method=method.encode(), target=target.encode(), path=path.encode(),
+            query=query.encode(), version=version,
+            headers=[(name.encode(), value.encode()) for name, value in headers],
+            remote_addr=b"127.0.0.1", remote_port=b"%d" % client_port,
+            server_port=b"%d" % proxy.port, server_name=host.encode(), content_length=None)
 
 
 @pytest.mark.parametrize(("reply", "split_at", "status", "body"), [

@@ -40,7 +40,7 @@ class Drained(Exception):
 class ClientConnection:
     __slots__ = ("sock", "client_addr", "client_ip", "client_port", "server_port", "site",
                  "reader", "status", "body_bytes", "response_started", "greenlet",
-                 "body_timeout", "lane")
+                 "body_timeout", "lane", "uwsgi_vars")
 
     def __init__(self, sock, address, site, server_port: bytes = b"") -> None:  # noqa: ANN001
         self.sock = sock
@@ -59,6 +59,8 @@ class ClientConnection:
         self.status = self.body_bytes = 0
         self.response_started = False
         self.lane: Lane | None = None
+        # (header lines, version, their uwsgi_packet.SharedVars): workers/uwsgi.py
+        self.uwsgi_vars: tuple | None = None
 
     def send(self, data: bytes | memoryview) -> None:
         self.response_started = True

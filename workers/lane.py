@@ -34,6 +34,7 @@ from gevent.hub import Waiter
 from workers import headers as header_rules
 from workers.errors import UpstreamError
 from workers.http1 import HEAD_RECV_SIZE
+from workers.known_replies import known_replies
 from workers.lane_uwsgi import UWSGI, UwsgiLane  # noqa: F401 - an outcome kind of this lane
 from workers.response_head import ResponseHead, has_no_body, parse_response_head
 from workers.routing import upstream_target
@@ -55,7 +56,7 @@ class Lane(UwsgiLane):
     """The callback lane of one client connection (see the module docstring)."""
 
     __slots__ = ("conn", "hub", "waiter", "request", "location", "connection",
-                 "keepalive_timeout", "packet_size", "received", "pool")
+                 "keepalive_timeout", "packet_size", "received", "pool", "uwsgi_watcher")
 
     def __init__(self, conn) -> None:  # noqa: ANN001 - a ClientConnection
         self.conn = conn
@@ -66,6 +67,7 @@ class Lane(UwsgiLane):
         self.packet_size = 0  # of the uwsgi call under way; 0 for proxy_pass
         self.received = b""  # of the uwsgi reply so far (lane_uwsgi.py)
         self.pool = None  # the pool `connection` goes back to (proxy_pass)
+        self.uwsgi_watcher = None  # the read watcher of uwsgi calls (lane_uwsgi.py)
 
     def run(self, keepalive_timeout: float) -> tuple:
         """Park the greenlet while the lane serves; returns what it must do next."""
@@ -180,10 +182,15 @@ class Lane(UwsgiLane):
             connection.close()
             return self._wake((RETRY, request, location))
         end = data.find(b"\r\n\r\n")
-        response = None
+        response = client_head = None
         if end >= 0:
-            with contextlib.suppress(UpstreamError):  # the greenlet path reports it
-                response = parse_response_head(data[:end + 4])
+            head = data[:end + 4]
+            known = known_replies.heads.get(head)
+            if known is not None:
+                response, client_head = known
+            else:
+                with contextlib.suppress(UpstreamError):  # the greenlet path reports it
+                    response = parse_response_head(head)
         rest = data[end + 4:]
         if not self._whole_and_small(request, response, rest):
             return self._wake((RESUME, request, location, connection, data))
@@ -191,7 +198,9 @@ class Lane(UwsgiLane):
             self.pool.release(connection)
         else:
             connection.close()
-        self._answer(request, response, rest)
+        if client_head is None:
+            client_head = self._client_head(head, response, rest, True)
+        self._answer(request, response.status, client_head, rest)
 
     # -- answering ---------------------------------------------------------------------
     def _begin(self) -> None:
@@ -209,12 +218,20 @@ class Lane(UwsgiLane):
                     or len(rest) >= _SMALL_BODY or has_no_body(request.method, response.status)
                     or request.version != "1.1" or not self.conn.keep_alive_allowed(request))
 
-    def _answer(self, request, response: ResponseHead, rest: bytes) -> None:  # noqa: ANN001
+    def _client_head(self, head: bytes, response: ResponseHead, rest: bytes, keep: bool) -> bytes:
+        """The client's copy of a whole small response's head, with the body's
+        length; kept with the parse when the length is the upstream's own (`keep`)."""
+        client_head = response.client_head(b"Content-Length: %d\r\n" % len(rest), b"")
+        if keep:
+            known_replies.add(head, response, client_head)
+        return client_head
+
+    def _answer(self, request, status: int, client_head: bytes, rest: bytes) -> None:  # noqa: ANN001
         """Send a whole small response, log the request, wait for the next one."""
         conn = self.conn
-        conn.status = response.status
+        conn.status = status
         conn.response_started = True
-        payload = response.client_head(b"Content-Length: %d\r\n" % len(rest), b"") + rest
+        payload = client_head + rest
         try:
             sent = conn.sock.sock.send(payload)
         except BlockingIOError:
@@ -259,11 +276,14 @@ class Lane(UwsgiLane):
         client.on_readable = None
         client.clear_deadline()
         connection = self.connection
-        if connection is not None:
-            self.connection = self.request = self.location = None
-            self.packet_size = 0
-            self.received = b""
-            connection.sock.on_readable = None
-            connection.sock.clear_deadline()
+        if connection is None:
+            return
+        if self.packet_size:  # a uwsgi call's raw socket (lane_uwsgi.py)
+            self._let_go()
             connection.close()
+            return
+        self.connection = self.request = self.location = None
+        connection.sock.on_readable = None
+        connection.sock.clear_deadline()
+        connection.close()
 

@@ -29,9 +29,10 @@ import contextlib
 from workers import uwsgi
 from workers.errors import HttpError, UpstreamError
 from workers.http1 import HEAD_RECV_SIZE
+from workers.known_replies import known_replies
 from workers.response_head import has_no_body, parse_response_head
 from workers.stream import Stream, start_connect
-from workers.upstreams import UpstreamConnection, pool_for
+from workers.upstreams import pool_for
 
 # What the lane hands the greenlet for a call to finish (lane.py's outcomes):
 # (UWSGI, request, location, stream, bytes of the packet still to send, bytes
@@ -41,6 +42,7 @@ UWSGI = "uwsgi"
 # A reply the lane reads whole before it answers; anything bigger streams, from
 # the greenlet (lane.py's _SMALL_BODY is the same bound on the body).
 _SMALL_REPLY = 65536
+_READ = 1  # libev's EV_READ
 
 
 class UwsgiLane:
@@ -68,21 +70,26 @@ class UwsgiLane:
             sock.close()
             return self._restart(data)
         self._begin()
-        stream = Stream(sock)
         if sent < len(packet):
-            return self._wake((UWSGI, request, location, stream, packet[sent:], b"",
+            return self._wake((UWSGI, request, location, Stream(sock), packet[sent:], b"",
                                len(packet)))
         self.request, self.location = request, location
-        self.connection = UpstreamConnection(stream, 0)
+        self.connection = sock  # a raw socket: lane.py tells the call by packet_size
         self.packet_size = len(packet)
-        stream.on_readable = self._uwsgi_readable
-        stream.read_event.start(stream._readable)
+        # One read watcher per client connection, moved to each call's socket: a
+        # watcher made per call costs an allocation and a fcntl(F_GETFD) each time.
+        watcher = self.uwsgi_watcher
+        if watcher is None:
+            watcher = self.uwsgi_watcher = self.hub.loop.io(sock.fileno(), _READ)
+        else:
+            watcher.fd = sock.fileno()
+        watcher.start(self._uwsgi_readable)
         self._arm(location.read_timeout)
 
     def _uwsgi_readable(self) -> None:
-        stream = self.connection.sock
+        sock = self.connection
         try:
-            more = stream.sock.recv(HEAD_RECV_SIZE)
+            more = sock.recv(HEAD_RECV_SIZE)
         except BlockingIOError:
             return
         except OSError as exc:
@@ -93,13 +100,19 @@ class UwsgiLane:
         data = self.received + more if self.received else more
         closed = not more
         end = data.find(b"\r\n\r\n")
-        response = None
+        response = client_head = None
+        kept = True  # whether the head's parse may be kept (known_replies)
         if end < 0:
             if not closed and len(data) < _SMALL_REPLY:
                 return self._read_more(data)
-        elif data.startswith(b"HTTP/"):  # a CGI-style head: the greenlet rewrites it
-            with contextlib.suppress(UpstreamError):  # the greenlet path reports it
-                response = parse_response_head(data[:end + 4])
+        else:
+            head = data[:end + 4]
+            known = known_replies.heads.get(head)
+            if known is not None:
+                response, client_head = known
+            elif data.startswith(b"HTTP/"):  # a CGI-style head: the greenlet rewrites it
+                with contextlib.suppress(UpstreamError):  # the greenlet path reports it
+                    response = parse_response_head(head)
         rest = data[end + 4:]
         request = self.request
         if response is not None and len(rest) < _SMALL_REPLY and (
@@ -111,12 +124,15 @@ class UwsgiLane:
                 # uWSGI closes after the body: with the close in hand the body is
                 # whole and gets a length (relay_response's own rule).
                 response.content_length = len(rest)
+                kept = False  # the length is this reply's, not the head's
         location, packet_size = self.location, self.packet_size
-        self._let_go(stream)
+        self._let_go()
         if not self._whole_and_small(request, response, rest):
-            return self._wake((UWSGI, request, location, stream, b"", data, packet_size))
-        stream.close()
-        self._answer(request, response, rest)
+            return self._wake((UWSGI, request, location, Stream(sock), b"", data, packet_size))
+        sock.close()
+        if client_head is None:
+            client_head = self._client_head(head, response, rest, kept)
+        self._answer(request, response.status, client_head, rest)
 
     def _read_more(self, data: bytes) -> None:
         """Part of a small reply is in: keep it, and wait in the lane for the rest
@@ -130,13 +146,14 @@ class UwsgiLane:
 
     def _hand_over(self, error: UpstreamError) -> None:
         """The read failed: the greenlet logs `error`, counts it and answers it."""
-        stream = self.connection.sock
+        sock = self.connection
         request, location, packet_size = self.request, self.location, self.packet_size
-        self._let_go(stream)
-        self._wake((UWSGI, request, location, stream, b"", error, packet_size))
+        self._let_go()
+        self._wake((UWSGI, request, location, Stream(sock), b"", error, packet_size))
 
-    def _let_go(self, stream: Stream) -> None:
-        stream.on_readable = None
+    def _let_go(self) -> None:
+        """The call leaves the lane: its socket is closed or handed on by the caller."""
+        self.uwsgi_watcher.stop()
         self.connection = self.request = self.location = None
         self.packet_size = 0
         self.received = b""

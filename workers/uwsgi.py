@@ -32,7 +32,9 @@ from workers.uwsgi_packet import (
     VarsTooBig,
     encode_request_packet,
     find_head_end,
+    packet_with,
     parse_reply_head,
+    shared_vars,
 )
 
 log = logging.getLogger("worker")
@@ -170,6 +172,23 @@ def request_packet(conn, request, content_length: int | None, params: UwsgiParam
     """The request's uwsgi packet (the vars block and its header), for `location`.
 
     A unix listener has no ports: nginx sends "" for both."""
+    lines = request.lines  # the header lines as received, when http1's fast path read them
+    if lines is not None and params.empty:
+        # A keep-alive client mostly sends the same header lines again: the vars
+        # made of them (and of the connection) are kept from its last request.
+        memo = conn.uwsgi_vars
+        if memo is not None and memo[0] == lines and memo[1] == request.version:
+            shared = memo[2]
+        else:
+            shared = shared_vars(request.version, request.headers, conn.client_ip,
+                                 conn.client_port, conn.server_port, _server_name(request, conn))
+            conn.uwsgi_vars = None if shared is None else (lines, request.version, shared)
+        if shared is not None:
+            packet = packet_with(shared, request.method, request.target, request.path,
+                                 request.query, content_length, location.uwsgi_modifier1,
+                                 location.uwsgi_modifier2)
+            if packet is not None:
+                return packet
     return encode_request_packet(
         method=request.method,
         target=request.target,

@@ -82,7 +82,7 @@ class UwsgiParams:
       or the param itself.
     """
 
-    __slots__ = ("standard", "extra", "header_vars")
+    __slots__ = ("standard", "extra", "header_vars", "empty")
 
     def __init__(self, params: Iterable[tuple[bytes, bytes]] = ()) -> None:
         self.standard: dict[bytes, bytes] = {}
@@ -98,6 +98,7 @@ class UwsgiParams:
                 if value:
                     self.extra.append((name, value))
         self.header_vars = frozenset(header_vars)
+        self.empty = not (self.standard or self.extra or self.header_vars)
 
 
 NO_PARAMS = UwsgiParams()
@@ -251,11 +252,16 @@ def _key(name: bytes) -> bytes:
 
 
 # The standard vars but HTTPS (sent only when on, so never on this path), each
-# `u16 len, key` then `%b%b` for the value's length and the value; DOCUMENT_ROOT
-# is always empty.
-_STANDARD_TEMPLATE = b"".join(
-    _key(name) + (_pack_u16(0) if name == b"DOCUMENT_ROOT" else b"%b%b")
-    for name in STANDARD_VARS if name != b"HTTPS")
+# `u16 len, key` then `%b%b` for the value's length and the value, in two parts:
+# the request's own (CONTENT_TYPE's value comes with the shared part, whole), then
+# the shared part with DOCUMENT_ROOT, always empty, and REQUEST_SCHEME, always http.
+_OWN_TEMPLATE = b"".join(
+    _key(name) + (b"%b" if name == b"CONTENT_TYPE" else b"%b%b")
+    for name in STANDARD_VARS[:6]) + b"%b"
+_SHARED_TEMPLATE = b"".join(
+    _key(name) + {b"DOCUMENT_ROOT": _pack_u16(0),
+                  b"REQUEST_SCHEME": _pack_u16(4) + b"http"}.get(name, b"%b%b")
+    for name in STANDARD_VARS[6:] if name != b"HTTPS")
 # Client header name -> `u16 len, HTTP_NAME` (b"" for a name nginx ignores).
 _HEADER_KEYS: dict[bytes, bytes] = {}
 # The u16 of every length under 4 KiB: an index instead of a pack() call per var.
@@ -294,10 +300,33 @@ def encode_request_packet(
     request. With `uwsgi_param`s set it takes the two steps."""
     request = (method, target, path, query, version, headers, remote_addr, remote_port,
                server_port, server_name, content_length)
-    if params.standard or params.extra or params.header_vars:
+    packet = None
+    if params.empty:
+        shared = shared_vars(version, headers, remote_addr, remote_port, server_port,
+                             server_name)
+        if shared is not None:
+            packet = packet_with(shared, method, target, path, query, content_length,
+                                 modifier1, modifier2)
+    if packet is None:  # a value of 4 KiB or more: the two steps encode it, or raise
+        # VarsTooBig (with the size they report) for one a u16 cannot measure.
         return _in_two_steps(request, params, modifier1, modifier2)
-    if b"#" in target:
-        path, query = _without_fragment(path, query)
+    return packet
+
+
+# What `shared_vars` returns: the CONTENT_TYPE value (its u16 and bytes), and the
+# encoded vars from DOCUMENT_ROOT to the last HTTP_*.
+SharedVars = tuple[bytes, bytes]
+
+
+def shared_vars(version: str, headers: Sequence[tuple[bytes, bytes]], remote_addr: bytes,
+                remote_port: bytes, server_port: bytes, server_name: bytes) -> SharedVars | None:
+    """The part of a packet (no `uwsgi_param`s) that the requests of one client
+    connection share while their header lines repeat: the header vars, CONTENT_TYPE,
+    SERVER_NAME (from Host) and the connection's own. None if a value is 4 KiB or more.
+
+    Kept per connection (workers/uwsgi.py), it spares a keep-alive client that sends
+    the same headers again (most do) all of the per-header work.
+    """
     content_type = None
     parts: list[bytes] = []
     joined: dict[bytes, bytes] = {}
@@ -320,25 +349,38 @@ def encode_request_packet(
             joined[key] = previous + (b"; " if key[2:] == b"HTTP_COOKIE" else b", ") + value
     if content_type is None:
         content_type = b""
-    length = b"" if content_length is None else b"%d" % content_length
-    uri = target if target[:1] == b"/" else request_uri(target)
-    path_info = document_uri(path)
     protocol = _PROTOCOLS.get(version) or b"HTTP/" + version.encode("ascii")
     u16 = _SHORT_U16
     try:
-        parts.append(_STANDARD_TEMPLATE % (
-            u16[len(query)], query, u16[len(method)], method,
-            u16[len(content_type)], content_type, u16[len(length)], length,
-            u16[len(uri)], uri, u16[len(path_info)], path_info,
-            u16[len(protocol)], protocol, b"\x04\x00", b"http",
+        parts.append(_SHARED_TEMPLATE % (
+            u16[len(protocol)], protocol,
             u16[len(remote_addr)], remote_addr, u16[len(remote_port)], remote_port,
             u16[len(server_port)], server_port, u16[len(server_name)], server_name))
         for key, value in joined.items():
             parts += (key, u16[len(value)], value)
-    except IndexError:  # a value of 4 KiB or more: the two steps encode it, or raise
-        # VarsTooBig (with the size they report) for one a u16 cannot measure.
-        return _in_two_steps(request, params, modifier1, modifier2)
-    block = b"".join(parts)
+        return u16[len(content_type)] + content_type, b"".join(parts)
+    except IndexError:
+        return None
+
+
+def packet_with(shared: SharedVars, method: bytes, target: bytes, path: bytes, query: bytes,
+                content_length: int | None, modifier1: int, modifier2: int) -> bytes | None:
+    """The whole packet: the request line's vars, then `shared`. None if a value is
+    4 KiB or more. Raises VarsTooBig past the u16 datasize."""
+    if b"#" in target:
+        path, query = _without_fragment(path, query)
+    length = b"" if content_length is None else b"%d" % content_length
+    uri = target if target[:1] == b"/" else request_uri(target)
+    path_info = document_uri(path)
+    u16 = _SHORT_U16
+    content_type, rest = shared
+    try:
+        block = _OWN_TEMPLATE % (
+            u16[len(query)], query, u16[len(method)], method, content_type,
+            u16[len(length)], length, u16[len(uri)], uri, u16[len(path_info)], path_info,
+            rest)
+    except IndexError:
+        return None
     if len(block) > MAX_VARS_SIZE:
         raise VarsTooBig(len(block))
     return _pack_header(modifier1, len(block), modifier2) + block

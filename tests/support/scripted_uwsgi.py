@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -58,6 +59,7 @@ class ScriptedUwsgi:
 
     `reply=None` never answers: the connection is held open until `stop()`.
     `reset` answers the request with a TCP reset instead (a server that dies).
+    `reply_for` makes each reply from its request, in place of `reply`.
     `split_at` sends the reply in two writes, that many bytes first, the rest
     after `pause` seconds: a reply the proxy reads in two pieces. `hold_open`
     keeps the connection open after the reply, as a server that sends no body
@@ -72,6 +74,7 @@ class ScriptedUwsgi:
     hold_open: bool = False
     listener: socket.socket | None = None
     reset: bool = False
+    reply_for: Callable[[ReceivedRequest], bytes] | None = None
 
     def __post_init__(self) -> None:
         self._listener = self.listener or socket.create_server(("127.0.0.1", 0))
@@ -103,20 +106,22 @@ class ScriptedUwsgi:
             variables = parse_vars(_read_exactly(connection, size))
             length = dict(variables).get(b"CONTENT_LENGTH") or b"0"
             body = _read_exactly(connection, int(length))
-            self.requests.append(ReceivedRequest(modifier1, modifier2, variables, body))
+            received = ReceivedRequest(modifier1, modifier2, variables, body)
+            self.requests.append(received)
+            reply = self.reply if self.reply_for is None else self.reply_for(received)
             if self.reset:  # a zero linger turns the close into an RST
                 connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                       struct.pack("ii", 1, 0))
                 return
-            if self.reply is None:
+            if reply is None:
                 self._stopping.wait(120)
                 return
             if self.split_at:
-                connection.sendall(self.reply[:self.split_at])
+                connection.sendall(reply[:self.split_at])
                 self._stopping.wait(self.pause)  # the proxy reads the first piece alone
-                connection.sendall(self.reply[self.split_at:])
+                connection.sendall(reply[self.split_at:])
             else:
-                connection.sendall(self.reply)
+                connection.sendall(reply)
             if self.hold_open:
                 self._stopping.wait(120)
         except OSError:
