@@ -121,6 +121,30 @@ def test_a_length_taken_from_a_close_is_never_kept(start_proxy):
                 assert (answer.header("content-length"), answer.body) == (str(size), b"z" * size)
 
 
+def test_many_clients_at_once_each_get_their_own_reply(start_proxy):
+    # Calls begun in one loop iteration send their packets together at its end
+    # (lane_uwsgi._send_packets): no packet may go out on another call's socket.
+    def reply_for(request) -> bytes:
+        path = request.environ[b"PATH_INFO"]
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(path), path)
+
+    with ScriptedUwsgi(None, reply_for=reply_for) as peer:
+        proxy = start_proxy(config(peer.address))
+        clients = [socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+                   for _ in range(24)]
+        try:
+            for round_number in range(3):
+                for number, client in enumerate(clients):
+                    client.sendall(keep_alive_get(f"/{round_number}/{number}"))
+                for number, client in enumerate(clients):
+                    answer = read_reply(client)
+                    assert answer.body == f"/{round_number}/{number}".encode()
+        finally:
+            for client in clients:
+                client.close()
+        assert len(peer.requests) == 3 * 24
+
+
 def test_keep_alive_requests_get_the_vars_of_their_own_headers(start_proxy):
     # workers/uwsgi.py keeps a connection's header vars while its header lines
     # repeat: each packet must still be exactly the one build_vars describes.

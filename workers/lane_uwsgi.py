@@ -6,10 +6,11 @@ for the reply, a relay and a close, with four greenlet switches around them.
 Here, from the client's read callback (workers/lane.py):
 
 1. The packet is encoded (the greenlet path's own `uwsgi.request_packet`).
-2. A non-blocking connect is begun and the packet sent at once: on loopback
-   the handshake has finished by the time connect() returns. A send that
-   finds the connect still under way (a remote server) hands the call to
-   the greenlet, which waits for it (`uwsgi.resume`).
+2. A non-blocking connect is begun. The packet is sent at the end of the loop
+   iteration, with those of the other calls begun in it (`_send_packets`): on
+   loopback the handshake has finished by then. A send that finds the connect
+   still under way (a remote server) hands the call to the greenlet, which
+   waits for it (`uwsgi.resume`).
 3. The reply's first read: a whole HTTP-style head and a whole small body
    (a Content-Length, or the server's close already read) goes to the client
    in one send; the connection is closed, as nginx closes it.
@@ -18,8 +19,8 @@ Anything else goes to the greenlet: a failed connect before anything is sent
 restarts the request on the usual path, which reports it; after the packet
 is sent, `uwsgi.resume` finishes the call from where the lane stopped (a
 CGI-style or partial head, a big or streamed body, a close with no reply, a
-reset or a read timeout, which it answers 502 and 504). One server only: choosing among several
-is the balancer's, on the usual path.
+reset or a read timeout, which it answers 502 and 504). One server only:
+choosing among several is the balancer's, on the usual path.
 """
 
 from __future__ import annotations
@@ -45,6 +46,23 @@ _SMALL_REPLY = 65536
 _READ = 1  # libev's EV_READ
 
 
+# Calls whose packet is still to be sent: (lane, socket, packet, the request's bytes).
+_unsent: list[tuple] = []
+
+
+def _send_packets() -> None:
+    """Send the packets of the calls begun in this loop iteration, after its other
+    callbacks, as nginx writes them once the connects report writable: uWSGI then
+    finds requests waiting in bursts instead of sleeping and waking for each one
+    (measured: 0.85 sleeps per request instead of 1.05, nginx 0.6), and fewer
+    wakeups preempt this worker in the middle of its work."""
+    batch = _unsent[:]
+    _unsent.clear()
+    for lane, sock, packet, data in batch:
+        if lane.connection is sock:  # (not disarmed in the meantime)
+            lane._send_packet(sock, packet, data)
+
+
 class UwsgiLane:
     """Lane's uwsgi methods; the state lives in Lane's slots."""
 
@@ -62,20 +80,30 @@ class UwsgiLane:
         sock = start_connect(balancer.peers[0].peer.address)
         if sock is None:  # a name to resolve, or refused at once: the usual path
             return self._restart(data)
+        # The packet goes out with the others of this loop iteration (_send_packets).
+        self.request, self.location = request, location
+        self.connection = sock  # a raw socket: lane.py tells the call by packet_size
+        self.packet_size = len(packet)
+        self._arm(location.read_timeout)
+        _unsent.append((self, sock, packet, data))
+        if len(_unsent) == 1:
+            self.hub.loop.run_callback(_send_packets)
+
+    def _send_packet(self, sock, packet: bytes, data: bytes) -> None:  # noqa: ANN001
         try:
             sent = sock.send(packet)
         except BlockingIOError:  # still connecting: the greenlet waits for it
             sent = 0
         except OSError:  # refused: the usual path connects again and reports it
+            self._let_go()
             sock.close()
             return self._restart(data)
         self._begin()
         if sent < len(packet):
+            request, location = self.request, self.location
+            self._let_go()
             return self._wake((UWSGI, request, location, Stream(sock), packet[sent:], b"",
                                len(packet)))
-        self.request, self.location = request, location
-        self.connection = sock  # a raw socket: lane.py tells the call by packet_size
-        self.packet_size = len(packet)
         # One read watcher per client connection, moved to each call's socket: a
         # watcher made per call costs an allocation and a fcntl(F_GETFD) each time.
         watcher = self.uwsgi_watcher
@@ -84,7 +112,6 @@ class UwsgiLane:
         else:
             watcher.fd = sock.fileno()
         watcher.start(self._uwsgi_readable)
-        self._arm(location.read_timeout)
 
     def _uwsgi_readable(self) -> None:
         sock = self.connection
@@ -153,7 +180,8 @@ class UwsgiLane:
 
     def _let_go(self) -> None:
         """The call leaves the lane: its socket is closed or handed on by the caller."""
-        self.uwsgi_watcher.stop()
+        if self.uwsgi_watcher is not None:
+            self.uwsgi_watcher.stop()
         self.connection = self.request = self.location = None
         self.packet_size = 0
         self.received = b""
