@@ -34,6 +34,7 @@ from gevent.hub import Waiter
 from workers import headers as header_rules
 from workers.errors import UpstreamError
 from workers.http1 import HEAD_RECV_SIZE
+from workers.iteration_batch import IterationBatch
 from workers.known_replies import known_replies
 from workers.lane_uwsgi import UWSGI, UwsgiLane  # noqa: F401 - an outcome kind of this lane
 from workers.response_head import ResponseHead, has_no_body, parse_response_head
@@ -56,7 +57,8 @@ class Lane(UwsgiLane):
     """The callback lane of one client connection (see the module docstring)."""
 
     __slots__ = ("conn", "hub", "waiter", "request", "location", "connection",
-                 "keepalive_timeout", "packet_size", "received", "pool", "uwsgi_watcher")
+                 "keepalive_timeout", "packet_size", "received", "pool", "uwsgi_watcher",
+                 "answer")
 
     def __init__(self, conn) -> None:  # noqa: ANN001 - a ClientConnection
         self.conn = conn
@@ -68,6 +70,7 @@ class Lane(UwsgiLane):
         self.received = b""  # of the uwsgi reply so far (lane_uwsgi.py)
         self.pool = None  # the pool `connection` goes back to (proxy_pass)
         self.uwsgi_watcher = None  # the read watcher of uwsgi calls (lane_uwsgi.py)
+        self.answer: tuple | None = None  # an answer queued in _unsent_answers
 
     def run(self, keepalive_timeout: float) -> tuple:
         """Park the greenlet while the lane serves; returns what it must do next."""
@@ -110,8 +113,9 @@ class Lane(UwsgiLane):
     def _client_readable(self) -> None:
         conn = self.conn
         client = conn.sock
-        if self.connection is not None:
-            # More bytes while the upstream answers (pipelining): they wait, unwatched.
+        if self.connection is not None or self.answer is not None:
+            # More bytes while the upstream answers, or before the answer is sent
+            # (pipelining): they wait, unwatched.
             client.read_event.stop()
             return
         try:
@@ -227,11 +231,21 @@ class Lane(UwsgiLane):
         return client_head
 
     def _answer(self, request, status: int, client_head: bytes, rest: bytes) -> None:  # noqa: ANN001
-        """Send a whole small response, log the request, wait for the next one."""
+        """Queue a whole small response: it is sent with the others of this loop
+        iteration (iteration_batch.py), then the lane waits for the next request."""
+        self.answer = (request, status, client_head + rest, len(rest))
+        _unsent_answers.add(self)
+
+    def _send_answer(self) -> None:
+        """Send the queued answer, log the request, wait for the next one."""
+        answer = self.answer
+        if answer is None:  # disarmed in the meantime
+            return
+        self.answer = None
+        request, status, payload, body_bytes = answer
         conn = self.conn
         conn.status = status
         conn.response_started = True
-        payload = client_head + rest
         try:
             sent = conn.sock.sock.send(payload)
         except BlockingIOError:
@@ -241,7 +255,7 @@ class Lane(UwsgiLane):
         if sent < 0:  # the client is gone
             return self._wake((CLOSED,))
         stats.bytes_out += sent
-        conn.body_bytes = len(rest)
+        conn.body_bytes = body_bytes
         if sent < len(payload):
             return self._wake((SEND_REST, request, payload[sent:]))
         conn.site.log_request(conn, request)
@@ -272,6 +286,7 @@ class Lane(UwsgiLane):
             waiter.switch(outcome)
 
     def _disarm(self) -> None:
+        self.answer = None
         client = self.conn.sock
         client.on_readable = None
         client.clear_deadline()
@@ -287,3 +302,6 @@ class Lane(UwsgiLane):
         connection.sock.clear_deadline()
         connection.close()
 
+
+# Lanes whose answer is queued, sent together at the end of the loop iteration.
+_unsent_answers = IterationBatch(Lane._send_answer)

@@ -7,7 +7,7 @@ Here, from the client's read callback (workers/lane.py):
 
 1. The packet is encoded (the greenlet path's own `uwsgi.request_packet`).
 2. A non-blocking connect is begun. The packet is sent at the end of the loop
-   iteration, with those of the other calls begun in it (`_send_packets`): on
+   iteration, with those of the other calls begun in it (`_unsent_packets`): on
    loopback the handshake has finished by then. A send that finds the connect
    still under way (a remote server) hands the call to the greenlet, which
    waits for it (`uwsgi.resume`).
@@ -30,6 +30,7 @@ import contextlib
 from workers import uwsgi
 from workers.errors import HttpError, UpstreamError
 from workers.http1 import HEAD_RECV_SIZE
+from workers.iteration_batch import IterationBatch
 from workers.known_replies import known_replies
 from workers.response_head import has_no_body, parse_response_head
 from workers.stream import Stream, start_connect
@@ -46,21 +47,16 @@ _SMALL_REPLY = 65536
 _READ = 1  # libev's EV_READ
 
 
-# Calls whose packet is still to be sent: (lane, socket, packet, the request's bytes).
-_unsent: list[tuple] = []
+def _send_queued_packet(item: tuple) -> None:
+    lane, sock, packet, data = item
+    if lane.connection is sock:  # (not disarmed in the meantime)
+        lane._send_packet(sock, packet, data)
 
 
-def _send_packets() -> None:
-    """Send the packets of the calls begun in this loop iteration, after its other
-    callbacks, as nginx writes them once the connects report writable: uWSGI then
-    finds requests waiting in bursts instead of sleeping and waking for each one
-    (measured: 0.85 sleeps per request instead of 1.05, nginx 0.6), and fewer
-    wakeups preempt this worker in the middle of its work."""
-    batch = _unsent[:]
-    _unsent.clear()
-    for lane, sock, packet, data in batch:
-        if lane.connection is sock:  # (not disarmed in the meantime)
-            lane._send_packet(sock, packet, data)
+# Calls whose packet is still to be sent: (lane, socket, packet, the request's
+# bytes). They go out together at the end of the loop iteration that began them,
+# as nginx writes them once the connects report writable (see iteration_batch.py).
+_unsent_packets = IterationBatch(_send_queued_packet)
 
 
 class UwsgiLane:
@@ -80,14 +76,12 @@ class UwsgiLane:
         sock = start_connect(balancer.peers[0].peer.address)
         if sock is None:  # a name to resolve, or refused at once: the usual path
             return self._restart(data)
-        # The packet goes out with the others of this loop iteration (_send_packets).
+        # The packet goes out with the others of this loop iteration (_unsent_packets).
         self.request, self.location = request, location
         self.connection = sock  # a raw socket: lane.py tells the call by packet_size
         self.packet_size = len(packet)
         self._arm(location.read_timeout)
-        _unsent.append((self, sock, packet, data))
-        if len(_unsent) == 1:
-            self.hub.loop.run_callback(_send_packets)
+        _unsent_packets.add((self, sock, packet, data))
 
     def _send_packet(self, sock, packet: bytes, data: bytes) -> None:  # noqa: ANN001
         try:
