@@ -137,6 +137,8 @@ WRK_SCENARIOS = [
                 mib_per_request=UPLOAD_MIB, min_seconds=3),
     WrkScenario("uwsgi_hello", "uwsgi hello world (uWSGI, 2 processes)", "requests/s", "uwsgi",
                 "", threads=2, connections=32),
+    WrkScenario("uwsgi_varied", "uwsgi hello world, no head repeated (bench/varied.lua)",
+                "requests/s", "uwsgi", "", threads=2, connections=32, script=wrk.VARIED_SCRIPT),
 ]
 
 WS_SCENARIOS: list[WsScenario | WsBulkScenario] = [

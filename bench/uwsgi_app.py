@@ -7,5 +7,9 @@ from collections.abc import Callable, Iterable
 
 def application(environ: dict, start_response: Callable) -> Iterable[bytes]:
     body = b"hello world"
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+    request_id = environ.get("HTTP_X_REQUEST")
+    if request_id:  # bench/varied.lua: a reply head like no other
+        headers.append(("X-Request", request_id))
+    start_response("200 OK", headers)
     return [body]
