@@ -15,6 +15,7 @@ and the CPU that every process spent per request fell by a tenth.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from gevent import get_hub
@@ -39,4 +40,8 @@ class IterationBatch:
         items, self.items = self.items, []
         run_item = self.run_item
         for item in items:
-            run_item(item)
+            try:
+                run_item(item)
+            except Exception:  # noqa: BLE001 - one item's failure must not strand the rest
+                # Reported as a failing watcher callback is (gevent's hub logs it).
+                get_hub().handle_error(item, *sys.exc_info())
