@@ -43,6 +43,16 @@ def keep_alive_get(path: str = "/") -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: lane.test\r\n\r\n".encode()
 
 
+def answers_on_one_connection(port: int, count: int = 2) -> list:
+    """`count` GETs sent one after another on one keep-alive connection: the replies."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        answers = []
+        for _ in range(count):
+            sock.sendall(keep_alive_get())
+            answers.append(read_reply(sock))
+    return answers
+
+
 def read_exactly(sock: socket.socket, size: int) -> bytes:
     data = b""
     while len(data) < size:
@@ -187,12 +197,9 @@ def test_replies_the_greenlet_finishes_keep_the_connection_usable(
         start_proxy, reply: bytes, split_at: int, status: int, body: bytes):
     with ScriptedUwsgi(reply, split_at=split_at) as peer:
         proxy = start_proxy(config(peer.address))
-        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
-            for _ in range(2):
-                sock.sendall(keep_alive_get())
-                answer = read_reply(sock)
-                assert (answer.status, answer.body) == (status, body)
-                assert answer.header("connection") is None
+        for answer in answers_on_one_connection(proxy.port):
+            assert (answer.status, answer.body) == (status, body)
+            assert answer.header("connection") is None
         assert len(peer.requests) == 2
 
 
@@ -216,12 +223,9 @@ def test_a_reply_with_no_body_is_answered_before_the_server_closes(
 def test_a_read_timeout_in_the_lane_is_504_and_the_connection_stays_usable(start_proxy):
     with ScriptedUwsgi(None) as silent:
         proxy = start_proxy(config(silent.address, 'read_timeout = "500ms"'))
-        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
-            for _ in range(2):
-                sock.sendall(keep_alive_get())
-                answer = read_reply(sock)
-                assert answer.status == 504
-                assert answer.header("connection") is None
+        for answer in answers_on_one_connection(proxy.port):
+            assert answer.status == 504
+            assert answer.header("connection") is None
         wait_for(lambda: "uwsgi server timed out while the reply was read" in proxy.log(),
                  message="the error log line")
 
@@ -231,12 +235,9 @@ def test_a_reset_after_the_packet_is_502_with_the_reset_logged(start_proxy):
     # name it (nginx: "recv() failed (104: Connection reset by peer)").
     with ScriptedUwsgi(None, reset=True) as dying:
         proxy = start_proxy(config(dying.address))
-        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
-            for _ in range(2):
-                sock.sendall(keep_alive_get())
-                answer = read_reply(sock)
-                assert answer.status == 502
-                assert b"502 Bad Gateway" in answer.body
+        for answer in answers_on_one_connection(proxy.port):
+            assert answer.status == 502
+            assert b"502 Bad Gateway" in answer.body
         assert len(dying.requests) == 2
     wait_for(lambda: "reading the reply from uwsgi failed: [Errno 104] Connection reset"
              in proxy.log(), message="the error log line")
@@ -247,10 +248,7 @@ def test_a_refused_connect_is_502_with_the_error_logged(start_proxy):
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]  # bound, not listening: connects are refused
         proxy = start_proxy(config(f"127.0.0.1:{port}"))
-        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
-            for _ in range(2):
-                sock.sendall(keep_alive_get())
-                assert read_reply(sock).status == 502
+        assert [answer.status for answer in answers_on_one_connection(proxy.port)] == [502, 502]
     wait_for(lambda: f"connect to 127.0.0.1:{port} failed" in proxy.log(),
              message="the error log line")
 

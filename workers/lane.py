@@ -13,12 +13,15 @@ common exchange in libev callbacks, as the WebSocket tunnels do:
    connection to it, is sent upstream at once; anything else wakes the
    greenlet with the bytes read, and the usual path takes over.
 2. The upstream turns readable: one read. A whole small response with a
-   Content-Length goes to the client in one send, the connection goes back
-   to the pool, the request is logged, and the lane waits for the next
-   request. Anything else (a partial or chunked response, an error, a 101,
-   a drain) wakes the greenlet to finish the exchange with proxy_http.resume.
+   Content-Length goes to the client in one send (made at the end of the loop
+   iteration, with the iteration's other answers: iteration_batch.py), the
+   connection goes back to the pool, the request is logged, and the lane
+   waits for the next request. Anything else (a partial or chunked response,
+   an error, a 101, a drain) wakes the greenlet to finish the exchange with
+   proxy_http.resume.
 
-The rules are the greenlet path's own: the same parsers and header builders,
+The rules are the greenlet path's own: the same parsers and header builders
+(a reply head seen before gives back its kept parse: known_replies.py),
 the free retry of a pooled connection that fails before its answer, the
 keep-alive and read timeouts (stream.py's deadlines), the access log.
 """

@@ -172,23 +172,13 @@ def request_packet(conn, request, content_length: int | None, params: UwsgiParam
     """The request's uwsgi packet (the vars block and its header), for `location`.
 
     A unix listener has no ports: nginx sends "" for both."""
-    lines = request.lines  # the header lines as received, when http1's fast path read them
-    if lines is not None and params.empty:
-        # A keep-alive client mostly sends the same header lines again: the vars
-        # made of them (and of the connection) are kept from its last request.
-        memo = conn.uwsgi_vars
-        if memo is not None and memo[0] == lines and memo[1] == request.version:
-            shared = memo[2]
-        else:
-            shared = shared_vars(request.version, request.headers, conn.client_ip,
-                                 conn.client_port, conn.server_port, _server_name(request, conn))
-            conn.uwsgi_vars = None if shared is None else (lines, request.version, shared)
-        if shared is not None:
-            packet = packet_with(shared, request.method, request.target, request.path,
-                                 request.query, content_length, location.uwsgi_modifier1,
-                                 location.uwsgi_modifier2)
-            if packet is not None:
-                return packet
+    shared = _kept_shared_vars(conn, request) if params.empty else None
+    if shared is not None:
+        packet = packet_with(shared, request.method, request.target, request.path,
+                             request.query, content_length, location.uwsgi_modifier1,
+                             location.uwsgi_modifier2)
+        if packet is not None:
+            return packet
     return encode_request_packet(
         method=request.method,
         target=request.target,
@@ -205,6 +195,22 @@ def request_packet(conn, request, content_length: int | None, params: UwsgiParam
         modifier1=location.uwsgi_modifier1,
         modifier2=location.uwsgi_modifier2,
     )
+
+
+def _kept_shared_vars(conn, request):  # noqa: ANN001, ANN202
+    """The request's `uwsgi_packet.SharedVars`, kept on the connection while its
+    header lines repeat (a keep-alive client mostly sends the same ones again);
+    None for a head llhttp read (no lines as received) or a value of 4 KiB or more."""
+    lines = request.lines
+    if lines is None:
+        return None
+    kept = conn.uwsgi_vars
+    if kept is not None and kept[0] == lines and kept[1] == request.version:
+        return kept[2]
+    shared = shared_vars(request.version, request.headers, conn.client_ip, conn.client_port,
+                         conn.server_port, _server_name(request, conn))
+    conn.uwsgi_vars = None if shared is None else (lines, request.version, shared)
+    return shared
 
 
 def _server_name(request, conn) -> bytes:  # noqa: ANN001
