@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 
 import gevent
 
@@ -31,6 +32,9 @@ KEEPALIVE_TIMEOUT = 75.0
 DRAIN_IDLE_TIMEOUT = 1.0
 SEND_TIMEOUT = 60.0
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# PREFORK_PROXY_LANE=0 sends every request down the greenlet path, so that the
+# integration tests can check both paths until there is one engine.
+LANE_ENABLED = os.environ.get("PREFORK_PROXY_LANE", "1") != "0"
 
 
 class Drained(Exception):
@@ -80,8 +84,8 @@ class ClientConnection:
             # still read: closing it unread would reset the request the client sends.
             reader = self.reader
             while True:
-                if (not worker.draining and reader.between_messages and not reader.events
-                        and not reader.leftover and not reader.upgraded):
+                if (LANE_ENABLED and not worker.draining and reader.between_messages
+                        and not reader.events and not reader.leftover and not reader.upgraded):
                     # Between requests: the lane serves plain exchanges in callbacks.
                     keep = self._run_lane()
                     if keep is False:

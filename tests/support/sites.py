@@ -46,7 +46,8 @@ class Site:
 
 
 @contextmanager
-def running_site(directory: Path, config_text: str) -> Iterator[Site]:
+def running_site(directory: Path, config_text: str,
+                 env: dict | None = None) -> Iterator[Site]:
     upstream = Upstream(directory / "upstream.log")
     proxy = None
     try:
@@ -55,7 +56,7 @@ def running_site(directory: Path, config_text: str) -> Iterator[Site]:
         path.write_text(textwrap.dedent(config_text).replace("{port}", str(port))
                         .replace("{upstream}", upstream.address)
                         .replace("{dir}", str(directory)))
-        proxy = Proxy(path, directory / "proxy.log")
+        proxy = Proxy(path, directory / "proxy.log", env=env)
         proxy.port = port
         proxy.wait_serving()
         yield Site(proxy, upstream)
