@@ -66,11 +66,8 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
         body_sent = False
         peer = balancer.peers[peer_index]
         try:
-            # An idle pooled connection that turned readable has been closed already
-            # (upstreams.py); a request with a body also peeks, since a body cannot be
-            # sent twice.
-            connection = pool.acquire(peer_index, location.connect_timeout, pooled=free_retry,
-                                      check=has_body)
+            # A pooled connection with bytes waiting is closed, not used (upstreams.py).
+            connection = pool.acquire(peer_index, location.connect_timeout, pooled=free_retry)
             sock = connection.sock
             peer.conns += 1
             try:

@@ -6,11 +6,19 @@ requests or `keepalive_timeout` idle. An idle connection is watched, as nginx's
 ngx_http_upstream_keepalive_close_handler does: if it turns readable (the
 upstream closed it, or sent bytes nobody asked for), it is closed at once, so
 those bytes are never read as the next request's response.
+
+The watcher fires on a later loop iteration, so it is not enough alone: a
+connection is also peeked at (one MSG_PEEK recv) when it is released and when
+it is taken. Bytes waiting past a reply's framing close it there, and are
+logged once (DESIGN.md's pooling rule: a byte of one client's exchange must
+never reach another client).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import socket
 import time
 from collections import deque
 
@@ -20,6 +28,8 @@ from workers import stream
 from workers.balancing import Balancer
 from workers.errors import UpstreamError
 from workers.stream import Stream
+
+log = logging.getLogger("worker")
 
 
 class UpstreamConnection:
@@ -44,29 +54,33 @@ class UpstreamPool:
         self.idle: deque[UpstreamConnection] = deque()
         self._on_idle_readable = self._closed_while_idle
 
-    def acquire(self, peer_index: int, connect_timeout: float, *, pooled: bool = True,
-                check: bool = False) -> UpstreamConnection:
-        """A connection to a peer: a pooled one if any, else a new one.
-
-        With `check`, a pooled connection is also peeked at (one syscall) before
-        use, for the case where it turned readable in this very loop iteration.
-        """
+    def acquire(self, peer_index: int, connect_timeout: float, *,
+                pooled: bool = True) -> UpstreamConnection:
+        """A connection to a peer: a pooled one if any, else a new one."""
         if pooled:
-            connection = self._take_idle(peer_index, check)
+            connection = self._take_idle(peer_index)
             if connection is not None:
                 return connection
         address = self.upstream.peers[peer_index].address
         return UpstreamConnection(connect(address, connect_timeout), peer_index)
 
     def take_idle(self, peer_index: int) -> UpstreamConnection | None:
-        """The most recently used idle connection to a peer, if any (no peek)."""
-        return self._take_idle(peer_index, False)
+        """The most recently used idle connection to a peer, if any."""
+        return self._take_idle(peer_index)
 
     def release(self, connection: UpstreamConnection) -> None:
-        """Keep a cleanly finished connection for reuse (most recent at the right)."""
+        """Keep a cleanly finished connection for reuse (most recent at the right).
+
+        The caller has read the reply to its exact end; a byte still waiting in
+        the socket (or its close) means the upstream sent more than it framed.
+        """
         connection.uses += 1
         if (self.upstream.keepalive == 0
                 or connection.uses >= self.upstream.keepalive_requests):
+            connection.close()
+            return
+        if not connection.sock.alive():
+            _log_excess(connection)
             connection.close()
             return
         connection.idle_since = time.monotonic()
@@ -78,7 +92,7 @@ class UpstreamPool:
         if len(self.idle) > self.upstream.keepalive:
             self.idle.popleft().close()  # the least recently used
 
-    def _take_idle(self, peer_index: int, check: bool) -> UpstreamConnection | None:
+    def _take_idle(self, peer_index: int) -> UpstreamConnection | None:
         idle = self.idle
         if not idle:
             return None
@@ -89,7 +103,12 @@ class UpstreamPool:
                 continue
             del idle[position]
             connection.sock.idle_handler = None
-            if connection.idle_since < limit or (check and not connection.sock.alive()):
+            if connection.idle_since < limit:
+                connection.close()
+                continue
+            # Readable in this very loop iteration, before its watcher could run.
+            if not connection.sock.alive():
+                _log_excess(connection)
                 connection.close()
                 continue
             return connection
@@ -106,6 +125,19 @@ class UpstreamPool:
     def close_all(self) -> None:
         while self.idle:
             self.idle.pop().close()
+
+
+def _log_excess(connection: UpstreamConnection) -> None:
+    """A kept connection had bytes (or its close) waiting after an exact reply."""
+    sock = connection.sock.sock
+    try:
+        waiting = len(sock.recv(65536, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        peer = sock.getpeername()
+    except OSError:
+        return  # closed by the upstream: nothing to report
+    if waiting:
+        log.warning("upstream %s sent %s%d bytes past the end of a reply; connection closed",
+                    peer, "at least " if waiting == 65536 else "", waiting)
 
 
 def connect(address: Address, timeout: float, nodelay: bool = True) -> Stream:

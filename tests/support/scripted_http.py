@@ -1,0 +1,90 @@
+"""A raw HTTP/1.1 keep-alive upstream, in a thread, that answers each path with exact bytes.
+
+For tests of what the proxy does with an upstream's bytes (leftovers after a
+reply's framing, odd heads): `ScriptedHttp({b"/path": reply_bytes, ...})`
+answers a request for `/path` with those bytes, sent in one `sendall`, and
+keeps the connection for the next request. `default` answers any other path;
+`{n}` in it is replaced by the request's number on its connection, and
+`{path}` by its path. `.connections` counts accepted connections and
+`.requests` the request heads read.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+
+
+def honest_reply(path: bytes) -> bytes:
+    body = b"honest " + path
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+
+
+class ScriptedHttp:
+    def __init__(self, replies: dict[bytes, bytes | Callable[[bytes], bytes]]) -> None:
+        self.replies = replies
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        data = b""
+        conn.settimeout(10)
+        with conn:
+            try:
+                while not self.stopped.is_set():
+                    end = data.find(b"\r\n\r\n")
+                    if end < 0:
+                        more = conn.recv(65536)
+                        if not more:
+                            return
+                        data += more
+                        continue
+                    head, data = data[:end + 4], data[end + 4:]
+                    length = _content_length(head)
+                    while len(data) < length:
+                        more = conn.recv(65536)
+                        if not more:
+                            return
+                        data += more
+                    data = data[length:]
+                    self.requests.append(head)
+                    path = head.split(b" ", 2)[1]
+                    reply = self.replies.get(path, honest_reply)
+                    conn.sendall(reply(path) if callable(reply) else reply)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.listener.close()
+        self.thread.join(5)
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value.strip())
+    return 0

@@ -1,0 +1,115 @@
+"""The pooling rule: an upstream connection returns to the pool only when its reply was
+framed and ended exactly, with no byte left over (DESIGN.md, data paths).
+
+Each hostile reply below carries bytes past its framing: a whole fake response
+(POISON). A client pipelines a second request behind the first, so the second
+is forwarded in the same loop iteration as the first reply's end, before the
+pool's idle watcher can notice the waiting bytes. If the poisoned connection
+were pooled, the second request would be answered with POISON. It must get
+its own honest answer, on a new upstream connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.engine_paths import engine_env
+from tests.support.scripted_http import ScriptedHttp
+from tests.support.wire import Wire, request
+
+POISON = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON"
+
+
+def _length_reply(body: bytes, extra: bytes = POISON) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b%b" % (len(body), body, extra)
+
+
+def _ending_at(total: int) -> bytes:
+    """A Content-Length reply whose head and body are exactly `total` bytes."""
+    head_size = len(_length_reply(b"", b"")) + len(str(total)) - 1
+    return _length_reply(b"x" * (total - head_size), b"")
+
+
+def _chunked_ending_at(total: int) -> bytes:
+    """A chunked reply whose last chunk ends exactly `total` bytes after its head."""
+    tail = b"\r\n0\r\n\r\n"
+    size_line = b"%x\r\n" % (total - len(tail) - 6)  # a 4-digit hex size and its CRLF
+    assert len(size_line) == 6
+    body = size_line + b"c" * (total - len(tail) - len(size_line)) + tail
+    assert len(body) == total
+    return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+
+
+HOSTILE = {
+    # A Content-Length shorter than the bytes that follow.
+    "cl-short": (b"GET", _length_reply(b"hello")),
+    # A Content-Length body over 8 KiB: the extras are never read.
+    "cl-big": (b"GET", _length_reply(b"b" * 20000)),
+    # The extras start exactly at the 8 KiB read boundary.
+    "at-8k": (b"GET", _ending_at(8192) + POISON),
+    # A chunked reply whose last chunk ends exactly at 64 KiB after the head.
+    "chunked-64k": (b"GET", _chunked_ending_at(65536) + POISON),
+    # Bodies where there can be none: a HEAD reply, a 204, a 304.
+    "head-body": (b"HEAD", _length_reply(b"hello")),
+    "204-body": (b"GET", b"HTTP/1.1 204 No Content\r\n\r\n" + POISON),
+    "304-body": (b"GET", b"HTTP/1.1 304 Not Modified\r\n\r\n" + POISON),
+}
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[ScriptedHttp]:
+    server = ScriptedHttp({b"/" + name.encode(): reply for name, (_, reply) in HOSTILE.items()})
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def proxy_port(engine_path: str, upstream: ScriptedHttp,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    from tests.support.processes import Proxy, free_port
+    directory = tmp_path_factory.mktemp(f"pooling-{engine_path}")
+    port = free_port()
+    config = directory / "proxy.toml"
+    config.write_text(f"""
+workers = 1
+access_log = "off"
+[upstream.hostile]
+servers = ["{upstream.address}"]
+[[server]]
+listen = ["127.0.0.1:{port}"]
+  [[server.location]]
+  path = "/"
+  proxy_pass = "http://hostile"
+""")
+    proxy = Proxy(config, directory / "proxy.log", env=engine_env(engine_path))
+    try:
+        proxy.wait_serving()
+        yield port
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_a_reply_with_bytes_past_its_framing_is_never_reused(
+        name: str, proxy_port: int, upstream: ScriptedHttp) -> None:
+    method, _ = HOSTILE[name]
+    with Wire(proxy_port) as wire:
+        wire.send(request(method.decode(), f"/{name}") + request("GET", "/after"))
+        wire.response(method)
+        second = wire.response()
+    assert second.body == b"honest /after", second.body[:200]
+
+
+def test_a_reply_that_ends_exactly_is_reused(proxy_port: int, upstream: ScriptedHttp) -> None:
+    """The rule keeps honest connections: three exact replies, one upstream connection."""
+    with Wire(proxy_port) as wire:
+        wire.send(request("GET", "/warm"))
+        assert wire.response().body == b"honest /warm"
+    before = upstream.connections
+    with Wire(proxy_port) as wire:
+        for index in range(3):
+            wire.send(request("GET", f"/exact{index}"))
+            assert wire.response().body == b"honest /exact%d" % index
+    assert upstream.connections == before
