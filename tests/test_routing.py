@@ -11,7 +11,18 @@ from __future__ import annotations
 import pytest
 
 from prefork_proxy.config import Location
+from workers.document_uri import document_uri
+from workers.http1 import Request
 from workers.routing import Router, upstream_target
+
+
+def parsed(target: bytes) -> Request:
+    """A request for `target` as workers/http1.py leaves it: path, query, $uri."""
+    request = Request()
+    request.target = target
+    request.path, _, request.query = target.partition(b"?")
+    request.uri = document_uri(request.path)
+    return request
 
 
 def router(*paths: str) -> Router:
@@ -58,7 +69,8 @@ def test_matching_is_case_sensitive() -> None:
 
 def test_without_a_uri_part_the_target_is_sent_unchanged() -> None:
     location = Location(path="/api/", uri_prefix=None)
-    assert upstream_target(b"/api/users?id=1", location) == b"/api/users?id=1"
+    assert upstream_target(parsed(b"/api/users?id=1"), location) == b"/api/users?id=1"
+    assert upstream_target(parsed(b"/api/../api/%41?x"), location) == b"/api/../api/%41?x"
 
 
 @pytest.mark.parametrize("path, prefix, target, expected", [
@@ -69,7 +81,11 @@ def test_without_a_uri_part_the_target_is_sent_unchanged() -> None:
     ("/", b"/app/", b"/x?y", b"/app/x?y"),
     ("/a", b"/b", b"/abc", b"/bbc"),  # nginx replaces the matched characters, no more
     ("/a/", b"/b", b"/a/x", b"/bx"),
+    # The normalised path ($uri) replaces the prefix, escaped again as nginx does.
+    ("/a/", b"/b/", b"/a/./x//y/../z", b"/b/x/z"),
+    ("/a/", b"/b/", b"/x/../a/%7e%20%3f", b"/b/~%20%3F"),
+    ("/a/", b"/b/", b"/a/x?", b"/b/x?"),
 ])
 def test_a_uri_part_replaces_the_matched_prefix(path: str, prefix: bytes, target: bytes,
                                                 expected: bytes) -> None:
-    assert upstream_target(target, Location(path=path, uri_prefix=prefix)) == expected
+    assert upstream_target(parsed(target), Location(path=path, uri_prefix=prefix)) == expected

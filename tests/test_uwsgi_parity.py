@@ -88,7 +88,8 @@ CASES = [
         frozenset({"HTTP_HOST"})),
     Case("absolute-form-target", _request(
         "GET http://Other.example/p?z=1 HTTP/1.1\nHost: example.test\nConnection: close\n"),
-        frozenset({"HTTP_HOST"})),
+        # The target's host wins over Host (RFC 9112 §3.2.2), in SERVER_NAME too.
+        frozenset({"HTTP_HOST", "SERVER_NAME"})),
     Case("repeated-headers", _request(
         "GET / HTTP/1.1\nHost: example.test\nCookie: a=1\nX-Multi: one\nCookie: b=2\n"
         "X-Multi: two\nConnection: close\n"),

@@ -85,7 +85,8 @@ class ClientConnection:
             reader = self.reader
             while True:
                 if (LANE_ENABLED and not worker.draining and reader.between_messages
-                        and not reader.events and not reader.leftover and not reader.upgraded):
+                        and not reader.events and not reader.leftover and not reader.upgraded
+                        and reader.deferred_error is None):
                     # Between requests: the lane serves plain exchanges in callbacks.
                     keep = self._run_lane()
                     if keep is False:
@@ -157,7 +158,7 @@ class ClientConnection:
         self.response_started = False
         keep = False
         try:
-            location = self.site.router.match(request.path)
+            location = self.site.router.match(request.uri)
             if location is None:
                 raise HttpError(404, "no location matches")
             limit = location.client_max_body_size

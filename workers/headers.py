@@ -3,7 +3,8 @@
 Requests towards the upstream and responses towards the client both lose their
 hop-by-hop headers (RFC 9110 §7.6.1): the fixed set below plus every header
 that `Connection` names. Framing (Content-Length / Transfer-Encoding) is never
-copied: it is regenerated from the body actually sent, as nginx does.
+copied: it is regenerated from the body actually sent, as nginx does. Names
+with an underscore, and `Proxy` (httpoxy), never go upstream.
 
 Each direction has two builders with the same rules: one over (name, value)
 pairs, and one over a head's header lines as received (`CRLF name: value`
@@ -39,8 +40,20 @@ def _line_of(names: frozenset[bytes]) -> re.Pattern[bytes]:
                       re.IGNORECASE)
 
 
+# A Connection list names hop-by-hop headers (RFC 9110 §7.6.1), which we drop; but
+# never these: Host is the request's, and the framing is ours to regenerate from
+# the body we send. nginx ignores the client's Connection list altogether for
+# proxy_pass; we remove the other names it lists.
+ESSENTIAL = frozenset({b"host", b"content-length", b"transfer-encoding"})
+
 _HOP_BY_HOP_LINE = _line_of(HOP_BY_HOP)
-_NOT_FORWARDED_LINE = _line_of(_DROP_FROM_REQUEST)
+# Towards the upstream, also a name with an underscore: nginx's
+# `underscores_in_headers off` (most WSGI stacks read X_Forwarded_For as
+# X-Forwarded-For). The first class has no '_', so the expression cannot backtrack.
+_NOT_FORWARDED_LINE = re.compile(
+    rb"\r\n(?:" + b"|".join(re.escape(name) for name in sorted(_DROP_FROM_REQUEST))
+    + rb"|proxy" + _TOKEN + rb"*|[!#$%&'*+\-.^`|~0-9A-Za-z]*_" + _TOKEN + rb"*):[^\r]*",
+    re.IGNORECASE)
 
 
 # Connection tokens that name no header to drop (RFC 9112 §9.3, §9.6).
@@ -95,11 +108,14 @@ def upstream_request_head(
     """
     if tokens is None:
         tokens = connection_tokens(headers)
+    if not tokens.isdisjoint(ESSENTIAL):
+        tokens = tokens - ESSENTIAL
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
     forwarded_for = []
     for name, value in headers:
         lower = name.lower()
-        if lower in _DROP_FROM_REQUEST or lower in tokens or lower.startswith(b"proxy"):
+        if (lower in _DROP_FROM_REQUEST or lower in tokens or lower.startswith(b"proxy")
+                or b"_" in lower):
             if lower == b"x-forwarded-for":
                 forwarded_for.append(value)
             continue

@@ -21,6 +21,7 @@ from collections import deque
 
 import httptools
 
+from workers.document_uri import document_uri
 from workers.errors import HttpError
 from workers.headers import add_connection_tokens
 from workers.stats import stats
@@ -37,6 +38,7 @@ _HEAD, _BODY, _END = 0, 1, 2
 # llhttp drops the whitespace before a value and keeps what trails it: so do these.
 _HEADER_LINE = re.compile(rb"\n([^:\r\n]+):[ \t]*([^\r]*)\r")
 _NO_TOKENS: frozenset[bytes] = frozenset()
+_HOST_BYTES = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._:[]"
 
 # A bodiless request in origin form, with a head llhttp accepts (RFC 9112 §3,
 # §5: token names; values of HTAB / SP / VCHAR / obs-text; CRLF line ends).
@@ -56,7 +58,7 @@ _NOTABLE_LINE = re.compile(
 class Request:
     """One parsed request head."""
 
-    __slots__ = ("method", "target", "path", "query", "version", "_headers", "lines", "host",
+    __slots__ = ("method", "target", "path", "uri", "query", "version", "_headers", "lines", "host",
                  "content_length", "chunked", "keep_alive", "upgrade", "expect_continue",
                  "connection_tokens", "has_body")
 
@@ -105,31 +107,68 @@ class RequestReader:
         self.leftover = b""  # bytes after a head `_plain_head` took (pipelining)
         self.between_messages = True  # llhttp holds no part of a message
         self.upgraded = False  # llhttp saw an Upgrade: it alone reads from then on
+        self.in_trailer = False  # the head is complete: header callbacks are trailer fields
+        self.priming = False  # a primer head is being fed (see _decline_upgrade)
+        # A parse error met after complete requests in the same read: raised once
+        # those are served (nginx answers a valid request, then the 400).
+        self.deferred_error: HttpError | None = None
 
     # -- httptools callbacks ---------------------------------------------------
     def on_message_begin(self) -> None:
+        if self.priming:
+            return
         self.request = Request()
         self.head_size = 0
         self.between_messages = False
+        if self.in_trailer:
+            self.in_trailer = False
+            self.parser.set_dangerous_leniencies(lenient_chunked_length=False,
+                                                 lenient_transfer_encoding=False)
 
     def on_url(self, url: bytes) -> None:
+        if self.priming:
+            return
         self.request.target += url
         if len(self.request.target) > MAX_URI_SIZE:
             raise HttpError(414, "request target over 8 KiB")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.priming:
+            return
         self.head_size += len(name) + len(value) + 4
         if self.head_size > MAX_HEAD_SIZE:
             raise HttpError(431, "request header block over 64 KiB")
+        if self.in_trailer:
+            # A chunked body's trailer section: dropped, as nginx drops it. Its fields
+            # never join the head, nor become uwsgi vars (DESIGN.md, data paths).
+            return
         self.request.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self.priming:
+            self.priming = False
+            return
         request = self.request
         request.method = self.parser.get_method()
         request.version = self.parser.get_http_version()
         request.keep_alive = self.parser.should_keep_alive()
         _check_head(request)
+        if request.chunked:
+            self._expect_trailer()
         self.events.append((_HEAD, request))
+
+    def _expect_trailer(self) -> None:
+        """From here, header callbacks are a chunked body's trailer fields (dropped).
+
+        llhttp refuses a Content-Length or Transfer-Encoding in a trailer, as if in
+        a head; nginx ignores them with the rest of the trailer and answers 200.
+        The two leniencies below only allow that: they are set once the head has
+        been checked (`_check_head` refuses both framings together, and any coding
+        but chunked) and cleared when the next message begins.
+        """
+        self.in_trailer = True
+        self.parser.set_dangerous_leniencies(lenient_chunked_length=True,
+                                             lenient_transfer_encoding=True)
 
     def on_body(self, body: bytes) -> None:
         self.events.append((_BODY, body))
@@ -151,15 +190,53 @@ class RequestReader:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            self.upgrade_rest = data[upgrade.args[0]:]
-            self.upgraded = True
+            rest = data[upgrade.args[0]:]
+            if self.request is not None and self.request.has_body:
+                self._decline_upgrade(rest)
+            else:
+                self.upgrade_rest = rest
+                self.upgraded = True
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            if isinstance(cause, HttpError):
-                raise cause from None
-            raise HttpError(400, f"bad request: {exc}") from None
+            self._refuse(cause if isinstance(cause, HttpError)
+                         else HttpError(400, f"bad request: {exc}"))
         except httptools.HttpParserError as exc:
-            raise HttpError(400, f"bad request: {exc}") from None
+            self._refuse(HttpError(400, f"bad request: {exc}"))
+
+    def _refuse(self, error: HttpError) -> None:
+        """Raise a parse error now, or after the whole requests read before it."""
+        if any(kind == _END for kind, _ in self.events):
+            self.deferred_error = error
+            return
+        raise error from None
+
+    def _decline_upgrade(self, rest: bytes) -> None:
+        """An Upgrade request with a body is served as an ordinary request.
+
+        llhttp ends an Upgrade request at its head and leaves its body unread
+        (the bytes after the head would be the new protocol's). But a request
+        asking for an upgrade is an ordinary request until a 101 comes back, and
+        Content-Length or chunked frames its body (RFC 9110 §7.8, RFC 9112 §6).
+        We decline the upgrade (a server may ignore Upgrade, RFC 9110 §7.8): the
+        request goes upstream without Upgrade, so no 101 can come back, and its
+        body is read as any body. A WebSocket handshake is a GET with no body,
+        so it is not concerned.
+        """
+        request = self.request
+        request.upgrade = None
+        self.events.pop()  # the end llhttp gave the message at its head
+        self.between_messages = False
+        # llhttp's parser stays in upgrade mode: a new one, primed with a head of
+        # the same framing, reads the body (and the requests after it) instead.
+        self.parser = httptools.HttpRequestParser(self)
+        framing = (b"Transfer-Encoding: chunked\r\n" if request.chunked
+                   else b"Content-Length: %d\r\n" % request.content_length)
+        self.priming = True
+        self.parser.feed_data(b"POST / HTTP/1.1\r\nHost: primer\r\n" + framing + b"\r\n")
+        if request.chunked:
+            self._expect_trailer()
+        if rest:
+            self._feed(rest)
 
     def read_head(self, idle_timeout: float, head_timeout: float) -> Request | None:
         """The next request head, or None if the client closed between requests."""
@@ -168,6 +245,8 @@ class RequestReader:
         # After a response, the next request cannot be here yet: wait before reading.
         expect_wait = self.served
         while not self.events:
+            if self.deferred_error is not None:
+                raise self.deferred_error
             data, self.leftover = self.leftover, b""
             if not data:
                 data = self.sock.recv_when_ready(HEAD_RECV_SIZE) if expect_wait \
@@ -218,6 +297,9 @@ class RequestReader:
                 return None
         if not host or len(target) > MAX_URI_SIZE or match.end() > MAX_HEAD_SIZE:
             return None
+        path, _, query = target.partition(b"?")
+        if b"%" in path or b"//" in path or b"/." in path or b"#" in path:
+            return None  # $uri differs from the path: llhttp's path normalises it
         request = Request()
         request.method, request.target, request.lines, request._headers = \
             method, target, lines, None
@@ -229,7 +311,8 @@ class RequestReader:
         else:
             request.version = "1.0"
             request.keep_alive = b"keep-alive" in tokens
-        request.path, _, request.query = target.partition(b"?")
+        request.path = request.uri = path
+        request.query = query
         self.leftover = data[match.end():]
         return request
 
@@ -238,6 +321,8 @@ class RequestReader:
         if not self.events:
             self.sock.settimeout(timeout)
             while not self.events:
+                if self.deferred_error is not None:
+                    raise self.deferred_error
                 try:
                     self._fill()
                 except ClientClosed:
@@ -328,10 +413,47 @@ def _check_head(request: Request) -> None:
         request.upgrade = upgrade
     target = request.target
     if not target.startswith(b"/"):
-        if target.startswith((b"http://", b"https://")):  # absolute-form (RFC 9112 §3.2.2)
-            slash = target.find(b"/", target.find(b"//") + 2)
-            target = target[slash:] if slash > 0 else b"/"
+        if target[:8].lower().startswith((b"http://", b"https://")):
+            target = _take_absolute_form(request, target)
         elif not (target == b"*" and request.method == b"OPTIONS"):
             raise HttpError(400, "invalid request target")
         request.target = target
     request.path, _, request.query = target.partition(b"?")
+    # nginx's $uri: locations match on it (routing.py); a path that climbs above the
+    # root or holds %00 is a 400 here, as nginx answers.
+    path = request.path
+    request.uri = document_uri(path.partition(b"#")[0] if b"#" in path else path)
+
+
+def _take_absolute_form(request: Request, target: bytes) -> bytes:
+    """The origin-form of an absolute-form target; its host replaces Host.
+
+    RFC 9112 §3.2.2: a server that gets an absolute-form target ignores Host and
+    uses the target's host, wherever the host is used: routing, SERVER_NAME,
+    HTTP_HOST, X-Forwarded-Host and the Host sent upstream all see it.
+    """
+    start = target.find(b"//") + 2
+    end = len(target)
+    for mark in (b"/", b"?"):
+        found = target.find(mark, start)
+        if 0 <= found < end:
+            end = found
+    host = target[start:end]
+    if not _valid_host(host):
+        raise HttpError(400, "invalid host in the request target")
+    request.host = host
+    headers = request.headers
+    for index, (name, _) in enumerate(headers):
+        if len(name) == 4 and name.lower() == b"host":
+            headers[index] = (name, host)
+            break
+    else:
+        headers.append((b"Host", host))
+    rest = target[end:]
+    return rest if rest.startswith(b"/") else b"/" + rest
+
+
+def _valid_host(host: bytes) -> bool:
+    """nginx's ngx_http_validate_host, simplified: a name, an IPv4 or [IPv6] address,
+    an optional port; no userinfo, no path, no empty label run."""
+    return bool(host) and not host.translate(None, _HOST_BYTES) and b".." not in host

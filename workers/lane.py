@@ -142,7 +142,7 @@ class Lane(UwsgiLane):
         if request is None or reader.leftover or worker.draining:
             reader.leftover = b""
             return self._restart(data)
-        location = site.router.match(request.path)
+        location = site.router.match(request.uri)
         if location is None:
             return self._restart(data)
         if location.protocol == "uwsgi":
@@ -156,7 +156,7 @@ class Lane(UwsgiLane):
             return self._restart(data)
         self._begin()
         head = header_rules.upstream_request_head_from_lines(
-            request.method, upstream_target(request.target, location), request.lines,
+            request.method, upstream_target(request, location), request.lines,
             client_ip=conn.client_ip, scheme=b"http", host=request.host, framing=b"")
         upstream = connection.sock
         try:

@@ -32,7 +32,7 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
     connection may stay open for another request."""
     pool = pool_for(location.upstream)
     balancer = pool.balancer
-    target = upstream_target(request.target, location)
+    target = upstream_target(request, location)
     upgrade = None
     if request.lines is not None and request.connection_tokens <= header_rules.PLAIN_TOKENS:
         # A plain bodiless request (http1.py): its header lines are copied as they came.

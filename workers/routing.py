@@ -1,5 +1,9 @@
 """Location matching: the longest path prefix wins (nginx's prefix locations).
 
+Locations match the request's normalised path (`Request.uri`, nginx's `$uri`:
+decoded, dot-segments resolved, slashes merged: workers/document_uri.py), so
+`/legacy/../admin/x` and `//admin/x` reach the `/admin/` location.
+
 Also the URI rewrite of proxy_pass with a URI part: that part replaces the
 matched location prefix, as in nginx (`location /a/ { proxy_pass http://h/b/; }`
 sends /a/x as /b/x).
@@ -7,7 +11,10 @@ sends /a/x as /b/x).
 
 from __future__ import annotations
 
+import re
+
 from prefork_proxy.config import Location
+from workers.http1 import Request
 
 
 class Router:
@@ -22,8 +29,27 @@ class Router:
         return None
 
 
-def upstream_target(target: bytes, location: Location) -> bytes:
-    """The request target to send upstream for a client's (origin-form) target."""
+def upstream_target(request: Request, location: Location) -> bytes:
+    """The request target to send upstream.
+
+    nginx: without a URI part, the client's target goes as it came. With one, that
+    part replaces the matched prefix of the normalised path ($uri), which is
+    escaped again (ngx_escape_uri, NGX_ESCAPE_URI), and the query follows.
+    """
     if location.uri_prefix is None:
-        return target
-    return location.uri_prefix + target[len(location.path):]
+        return request.target
+    rest = request.uri[len(location.path):]
+    if _UNSAFE_IN_PATH.search(rest) is not None:
+        rest = _UNSAFE_IN_PATH.sub(_escape, rest)
+    target = location.uri_prefix + rest
+    if b"?" in request.target:
+        target += b"?" + request.query
+    return target
+
+
+# What ngx_escape_uri(NGX_ESCAPE_URI) escapes: controls, space, '#', '%', '?', non-ASCII.
+_UNSAFE_IN_PATH = re.compile(rb"[^\x21-\x7e]|[#%?]")
+
+
+def _escape(match: re.Match[bytes]) -> bytes:
+    return b"%%%02X" % match.group()[0]
