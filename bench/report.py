@@ -16,12 +16,16 @@ TARGETS = [
     ("ws_echo_100", "ratio", 0.5, "#6 WebSocket"),
     ("ws_idle_tunnel", "max", 32.0, "#6 WebSocket"),
     ("reload_failed", "equal", 0.0, "#4 lifecycle"),
+    ("cross_client_mixing", "equal", 0.0, "#13 hardening"),
 ]
 
 SECTIONS = [
     ("Throughput", "throughput", "Higher is better."),
     ("Memory", "memory", "Lower is better. RSS from psutil."),
     ("Reload", "reload", "Lower is better."),
+    ("Cross-client mixing", "mixing",
+     "Answers that were not the client's own (another client's, or the fake response a "
+     "hostile upstream sent past its framing), bench/mixing.py. 0 is the only good figure."),
 ]
 
 
@@ -188,6 +192,11 @@ METHOD = [
     "- Memory: RSS of the master and each worker at rest, then their peak under the keep-alive "
     "wrk load; per-tunnel growth = the workers' total RSS growth with N idle tunnels open "
     "(after 10 warm-up tunnels), divided by N.",
+    "- Cross-client mixing: prefork-proxy and nginx, each in front of its own "
+    "tests/support/hostile_upstream.py (keepalive 32), 8 keep-alive client threads going "
+    "round an honest path and each kind of excess (a short Content-Length, extras after a "
+    "body over 8 KiB, at the 8 KiB and 64 KiB read boundaries, a body on HEAD, 204 and 304), "
+    "each request with its own token; wrong = an answer without the client's own token.",
     "- Reload: two wrk clients at once (32 keep-alive connections; 8 connections with "
     "`Connection: close`), HUP every second; failed = non-2xx/3xx + socket errors of both.",
 ]

@@ -13,7 +13,7 @@ import os
 import platform
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bench import footprint, reload, scenarios
@@ -148,6 +148,20 @@ def throughput_figures(lineup: Lineup, settings: Settings, results: Results) -> 
         say(f"{scenario.title}")
         measure_interleaved(figure, lineup.proxies, settings,
                             lambda proxy, seconds, s=scenario: s.measure(proxy, seconds, log_dir))
+    mixing_figure(lineup, settings, results)
+
+
+def mixing_figure(lineup: Lineup, settings: Settings, results: Results) -> None:
+    """Wrong answers with a hostile upstream: a count, so no warm-up and no ratio."""
+    scenario = scenarios.MIXING
+    figure = Figure(scenario.key, scenario.title, scenario.unit, "mixing",
+                    higher_is_better=False, compare=False)
+    results.figures.append(figure)
+    mark_unavailable(figure, results)
+    say(scenario.title)
+    log_dir = Path(results.settings["log_dir"])
+    measure_interleaved(figure, lineup.proxies, replace(settings, warmup=0.0),
+                        lambda proxy, seconds: scenario.measure(proxy, seconds, log_dir))
 
 
 def scaling_figure(lineup: Lineup, settings: Settings, results: Results) -> None:

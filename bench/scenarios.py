@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import procs, wrk, ws_blast
+from bench import mixing, procs, wrk, ws_blast
 from bench.proxies import Proxy
 from bench.results import Latency
 
@@ -99,6 +99,31 @@ class WsBulkScenario:
                            f"bench.ws_blast.{self.direction}({url!r}, {seconds:g})")
 
 
+@dataclass(frozen=True)
+class MixingScenario:
+    """Wrong answers of concurrent clients in front of a hostile upstream (bench/mixing.py).
+
+    The proxy of the lineup gives its kind and worker count; the scenario starts its
+    own of that kind in front of a fresh hostile upstream for each run.
+    """
+
+    key: str
+    title: str
+    unit: str
+    clients: int
+
+    def measure(self, proxy: Proxy, seconds: float, log_dir: Path) -> Measurement:
+        if proxy.name not in mixing.PROXIES:
+            raise NotApplicable("measured for prefork-proxy and nginx")
+        tally = mixing.measure(proxy.name, proxy.workers, proxy.work, log_dir, seconds,
+                               self.clients)
+        if tally.requests == 0:
+            raise RuntimeError(f"no request completed: {tally.samples[:1]}")
+        command = (f"bench.mixing.run_clients(port, {seconds:g}, clients={self.clients}) "
+                   f"through {' '.join(r.method + ' ' + r.target for r in mixing.REQUESTS)}")
+        return Measurement(tally.wrong, None, command, tally.failed, tally.requests)
+
+
 def ws_load_command(mode: str, url: str, seconds: float, tunnels: int) -> list[str]:
     return [sys.executable, "-m", "bench.ws_load", mode, url,
             "--seconds", str(seconds), "--tunnels", str(tunnels)]
@@ -152,3 +177,7 @@ WS_SCENARIOS: list[WsScenario | WsBulkScenario] = [
 # Scaling: the keep-alive small GET again, on a lineup started with one worker.
 SCALING = WrkScenario("small_get_keepalive_1w", "Small GET, keep-alive, 1 worker", "requests/s",
                       "http", "/", threads=2, connections=64)
+
+# Cross-client mixing: every kind of excess in tests/support/hostile_upstream.py at once.
+MIXING = MixingScenario("cross_client_mixing", "Cross-client mixing, hostile upstream, "
+                        f"{mixing.CLIENTS} clients", "wrong answers", clients=mixing.CLIENTS)
