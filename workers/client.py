@@ -133,6 +133,8 @@ class ClientConnection:
             keep = self.finish(request, lambda: proxy_http.resume(self, request, *outcome[2:]))
         elif kind == lane.UWSGI:
             keep = self.finish(request, lambda: uwsgi.resume(self, request, *outcome[2:]))
+        elif kind == lane.TIMED_OUT:
+            keep = self.finish(request, lambda: proxy_http.timed_out(self, request, outcome[2]))
         else:  # lane.RETRY
             keep = self.finish(request, lambda: proxy_http.forward(self, request, outcome[2]))
         return keep

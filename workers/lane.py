@@ -51,6 +51,7 @@ DATA = "data"  # bytes that the greenlet path must read: (DATA, bytes)
 RESUME = "resume"  # (RESUME, request, location, connection, bytes read from it)
 RETRY = "retry"  # the pooled connection failed first: (RETRY, request, location)
 SEND_REST = "send_rest"  # the client's socket was full: (SEND_REST, request, rest)
+TIMED_OUT = "timed_out"  # no reply within the read timeout: (TIMED_OUT, request, location)
 # and UWSGI, a uwsgi call to finish (lane_uwsgi.py)
 
 _SMALL_BODY = 65536
@@ -272,10 +273,11 @@ class Lane(UwsgiLane):
             return self._wake((CLOSED,))
         if self.packet_size:  # a uwsgi call: the greenlet answers 504 and logs it
             return self._uwsgi_timed_out()
-        # The read timeout on a pooled connection: forward() gives it its free retry.
+        # The read timeout: 504, and the request is not sent again (a timeout is not
+        # the failure of an idle connection that the free retry is for).
         self._disarm()
         connection.close()
-        return self._wake((RETRY, request, location))
+        return self._wake((TIMED_OUT, request, location))
 
     # -- handing over ------------------------------------------------------------------
     def _restart(self, data: bytes) -> None:

@@ -3,9 +3,15 @@
 Retries follow nginx's `proxy_next_upstream error timeout`: another peer is
 tried only while nothing has reached the client, and a request whose body has
 started to stream is never sent twice (we stream, nginx would have buffered).
-An error on a reused keep-alive connection gets one free retry on a fresh
-connection, because the upstream may have closed it while idle. When every
-try fails, a timeout answers 504 and anything else 502.
+A reused keep-alive connection that fails before any reply byte (the upstream
+may have closed it while idle) gets one free retry on a fresh connection; a
+read timeout is no such failure. POST, LOCK and PATCH are never sent twice,
+not even by the free retry (nginx 1.9.13+). When every try fails, a timeout
+answers 504 and anything else 502.
+
+A client that stalls or fails while its body is read is the client's fault:
+it gets 408 (or its connection closes), and nothing is counted against the
+upstream.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
         if peer_index is None:
             raise last_error or UpstreamError(502, f"no live upstreams in {location.upstream.name}")
         connection: UpstreamConnection | None = None
-        body_sent = False
+        body_started = [False]  # set by _send_request once a body byte has been read
         peer = balancer.peers[peer_index]
         try:
             # A pooled connection with bytes waiting is closed, not used (upstreams.py).
@@ -72,7 +78,7 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
             peer.conns += 1
             try:
                 if has_body:
-                    body_sent = _send_request(conn, request, sock, head, location)
+                    _send_request(conn, request, sock, head, location, body_started)
                 else:
                     sock.timeout = location.send_timeout
                     sock.sendall(head)
@@ -85,7 +91,9 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
             error = _as_upstream_error(exc)
             if connection is not None:
                 connection.close()
-            if connection is not None and connection.reused and free_retry and not body_sent:
+            if (connection is not None and connection.reused and free_retry
+                    and not body_started[0] and not isinstance(exc, TimeoutError)
+                    and request.method not in _NOT_RETRIED_ONCE_SENT):
                 free_retry = False  # the upstream may have closed an idle connection
                 continue
             stats.upstream_errors += 1
@@ -93,8 +101,9 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
                       request.method.decode(), request.target.decode("latin-1"))
             balancer.failed(peer_index, _monotonic())
             last_error = error
-            # Another peer only if nothing that cannot be repeated has been sent.
-            sent_for_good = body_sent or request.method in _NOT_RETRIED_ONCE_SENT
+            # Another peer only if nothing that cannot be repeated has been sent: no
+            # body byte read from the client (it is not kept), no POST, LOCK or PATCH.
+            sent_for_good = body_started[0] or request.method in _NOT_RETRIED_ONCE_SENT
             if sent_for_good and not error.retryable:
                 raise error from None
             tried.add(peer_index)
@@ -116,13 +125,30 @@ def resume(conn, request, location, connection: UpstreamConnection,  # noqa: ANN
     A pooled connection that fails before a whole head has come gets the free
     retry `forward` gives it: the request is forwarded again from the start.
     """
+    # The kept connection's timeout may be another location's: this one's counts.
+    connection.sock.timeout = location.read_timeout
     try:
         response, rest = read_response_head(connection.sock, data)
+    except TimeoutError:
+        connection.close()
+        return timed_out(conn, request, location)
     except (UpstreamError, OSError):
         connection.close()
         return forward(conn, request, location)
     return _relay(conn, request, location, pool_for(location.upstream), connection, response,
                   rest, None)
+
+
+def timed_out(conn, request, location) -> bool:  # noqa: ANN001
+    """The lane's exchange passed its read timeout before a reply: 504, no retry.
+
+    The lane serves single-peer pools only, so there is no next peer to try."""
+    error = UpstreamError(504, "upstream timed out")
+    stats.upstream_errors += 1
+    log.error("%s, client %s, request \"%s %s\"", error.reason, conn.client_addr,
+              request.method.decode(), request.target.decode("latin-1"))
+    pool_for(location.upstream).balancer.failed(0, _monotonic())
+    raise error
 
 
 def _relay(conn, request, location, pool, connection: UpstreamConnection,  # noqa: ANN001
@@ -159,8 +185,10 @@ def _relay(conn, request, location, pool, connection: UpstreamConnection,  # noq
     return keep_alive
 
 
-def _send_request(conn, request, sock, head: bytes, location) -> bool:  # noqa: ANN001
-    """Send the head and stream the body; returns whether any body byte was sent."""
+def _send_request(conn, request, sock, head: bytes, location,  # noqa: ANN001
+                  body_started: list[bool]) -> None:
+    """Send the head and stream the body; `body_started[0]` is set once a body
+    byte has been read from the client (from then on, it cannot be sent again)."""
     sock.settimeout(location.send_timeout)
     limit = location.client_max_body_size
     received = 0
@@ -168,7 +196,8 @@ def _send_request(conn, request, sock, head: bytes, location) -> bool:  # noqa: 
     chunked = request.chunked
     body_timeout = conn.body_timeout
     while True:
-        piece = conn.reader.read_body(body_timeout)
+        piece = _read_client_body(conn, body_timeout)
+        body_started[0] = True
         if piece is None:
             break
         received += len(piece)
@@ -186,7 +215,18 @@ def _send_request(conn, request, sock, head: bytes, location) -> bool:  # noqa: 
     tail = pending + header_rules.LAST_CHUNK if chunked else pending
     if tail:
         sock.sendall(tail)
-    return True
+
+
+def _read_client_body(conn, timeout: float) -> bytes | None:  # noqa: ANN001
+    """The next piece of the client's body. A client that stalls or fails is the
+    client's: an HttpError, never an error blamed on the upstream (nginx answers
+    408 after client_body_timeout)."""
+    try:
+        return conn.reader.read_body(timeout)
+    except TimeoutError:
+        raise HttpError(408, "client timed out sending its request body") from None
+    except OSError as exc:
+        raise HttpError(400, f"client connection failed mid-body: {exc}") from None
 
 
 def _as_upstream_error(exc: Exception) -> UpstreamError:

@@ -3,17 +3,18 @@
 For tests of what the proxy does with an upstream's bytes (leftovers after a
 reply's framing, odd heads): `ScriptedHttp({b"/path": reply_bytes, ...})`
 answers a request for `/path` with those bytes, sent in one `sendall`, and
-keeps the connection for the next request. `default` answers any other path;
-`{n}` in it is replaced by the request's number on its connection, and
-`{path}` by its path. `.connections` counts accepted connections and
-`.requests` the request heads read.
+keeps the connection for the next request. A reply may also be a function of
+the path, or a list of steps: bytes are sent, a number is a pause in seconds,
+and None closes the connection without a word. Any other path gets an honest
+200 naming it. `.connections` counts accepted connections and `.requests`
+holds the request heads read, in order.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable
+import time
 
 
 def honest_reply(path: bytes) -> bytes:
@@ -22,7 +23,7 @@ def honest_reply(path: bytes) -> bytes:
 
 
 class ScriptedHttp:
-    def __init__(self, replies: dict[bytes, bytes | Callable[[bytes], bytes]]) -> None:
+    def __init__(self, replies: dict[bytes, object]) -> None:
         self.replies = replies
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.2)
@@ -72,9 +73,20 @@ class ScriptedHttp:
                     self.requests.append(head)
                     path = head.split(b" ", 2)[1]
                     reply = self.replies.get(path, honest_reply)
-                    conn.sendall(reply(path) if callable(reply) else reply)
+                    if callable(reply):
+                        reply = reply(path)
+                    for step in reply if isinstance(reply, list) else [reply]:
+                        if step is None:
+                            return
+                        if isinstance(step, (int, float)):
+                            time.sleep(step)
+                        else:
+                            conn.sendall(step)
             except OSError:
                 return
+
+    def paths(self) -> list[bytes]:
+        return [head.split(b" ", 2)[1] for head in self.requests]
 
     def close(self) -> None:
         self.stopped.set()
