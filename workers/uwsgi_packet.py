@@ -113,6 +113,10 @@ def _header_var(name: bytes) -> bytes | None:
     """
     if not name.replace(b"-", b"").isalnum():
         return None
+    if len(name) == 5 and name.lower() == b"proxy":
+        # httpoxy (CVE-2016-5385): HTTP_PROXY would read as the app's outbound proxy.
+        # nginx passes it; we never do.
+        return None
     return b"HTTP_" + name.upper().replace(b"-", b"_")
 
 
