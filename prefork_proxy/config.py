@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from prefork_proxy.values import Address, parse_address, parse_duration, parse_size
@@ -33,6 +33,20 @@ def _positive_int(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{value!r} is not a whole number >= 0")
     return value
+
+
+def _at_least_one(value: object) -> int:
+    if _positive_int(value) < 1:
+        raise ValueError(f"{value!r} must be at least 1")
+    return value
+
+
+def _timeout(value: object) -> float:
+    """A duration above 0: a wait that may not last at all would close everything."""
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"{value!r} must be more than 0s")
+    return seconds
 
 
 def _byte(value: object) -> int:
@@ -167,9 +181,34 @@ class Listen:
 
 
 @dataclass(frozen=True)
+class ClientLimits:
+    """How long a client connection may take, with nginx's meanings and defaults.
+
+    Set at the top level of the file; a `[[server]]` may override any of them.
+    """
+
+    # nginx client_header_timeout: a deadline for the whole request head, counted
+    # from the accept for a connection's first request, from the first byte of a
+    # later one (before that byte the keep-alive timeout runs).
+    client_header_timeout: float = _setting(60.0, _timeout)
+    # nginx client_body_timeout: the time between two reads of a request body.
+    client_body_timeout: float = _setting(60.0, _timeout)
+    # nginx send_timeout: the time between two successful writes to the client.
+    client_send_timeout: float = _setting(60.0, _timeout)
+    # nginx keepalive_timeout: the wait for the next request; 0 turns keep-alive off.
+    client_keepalive_timeout: float = _setting(75.0, parse_duration)
+    # nginx keepalive_requests: the answer to the last one says Connection: close.
+    client_keepalive_requests: int = _setting(1000, _at_least_one)
+
+
+CLIENT_LIMITS = tuple(f.name for f in fields(ClientLimits))
+
+
+@dataclass(frozen=True)
 class Server:
     listen: tuple[Listen, ...]
     locations: tuple[Location, ...]
+    client: ClientLimits = ClientLimits()
 
 
 @dataclass(frozen=True)
@@ -190,6 +229,8 @@ class Config:
     max_worker_rss: int = _setting(0, parse_size)
     user: str | None = _setting(None, _optional_text)
     group: str | None = _setting(None, _optional_text)
+    # The defaults of every server's ClientLimits (`client_header_timeout`...).
+    client: ClientLimits = ClientLimits()
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     servers: tuple[Server, ...] = ()
 
@@ -272,11 +313,17 @@ class _Reader:
             **values,
         )
 
-    def server(self, table: object, key: str, upstreams: dict[str, Upstream]) -> Server:
+    def client_limits(self, table: dict, key: str, defaults: ClientLimits) -> ClientLimits:
+        """The `client_*` settings of `table` over `defaults`."""
+        own = {name: value for name, value in table.items() if name in CLIENT_LIMITS}
+        return replace(defaults, **self.settings(ClientLimits, own, key, skip=()))
+
+    def server(self, table: object, key: str, upstreams: dict[str, Upstream],
+               client: ClientLimits) -> Server:
         if not isinstance(table, dict):
             raise self.error(key, "must be a table")
         for name in table:
-            if name not in ("listen", "location"):
+            if name not in ("listen", "location") and name not in CLIENT_LIMITS:
                 raise self.error(f"{key}.{name}", "unknown setting")
         listen_texts = table.get("listen")
         if not isinstance(listen_texts, list) or not listen_texts:
@@ -307,7 +354,7 @@ class _Reader:
             if location.path in seen:
                 raise self.error(f"{key}.location[{index}].path", f"{location.path!r} repeats")
             seen.add(location.path)
-        return Server(tuple(listens), tuple(locations))
+        return Server(tuple(listens), tuple(locations), self.client_limits(table, key, client))
 
 
 def _parse_target(
@@ -346,7 +393,13 @@ def _parse_target(
 def parse_config(data: dict, file: str) -> Config:
     """Build a Config from an already-parsed TOML document."""
     reader = _Reader(file)
-    top = reader.settings(Config, data, "", skip=("upstream", "server", "workers"))
+    top = reader.settings(Config, data, "",
+                          skip=("upstream", "server", "workers", *CLIENT_LIMITS))
+    if top.get("group") and not top.get("user"):
+        # Without `user` the workers would keep the master's uid (root, to bind).
+        raise reader.error("group", "needs `user` too: workers change group only "
+                                    "when they drop to a user")
+    client = reader.client_limits(data, "", ClientLimits())
     try:
         workers = _worker_count(data.get("workers", "auto"))
     except ValueError as exc:
@@ -359,7 +412,7 @@ def parse_config(data: dict, file: str) -> Config:
     if not isinstance(server_tables, list) or not server_tables:
         raise reader.error("server", "needs at least one [[server]] with a listen address")
     servers = tuple(
-        reader.server(item, f"server[{index}]", upstreams)
+        reader.server(item, f"server[{index}]", upstreams, client)
         for index, item in enumerate(server_tables)
     )
     owners: dict[str, int] = {}
@@ -372,7 +425,7 @@ def parse_config(data: dict, file: str) -> Config:
                 )
             owners[listen.key] = index
     return Config(path=os.path.abspath(file), workers=workers, upstreams=upstreams,
-                  servers=servers, **top)
+                  servers=servers, client=client, **top)
 
 
 def load_config(path: str) -> Config:

@@ -268,3 +268,83 @@ def test_a_missing_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(str(tmp_path / "absent.toml"))
     assert str(caught.value) == f"{tmp_path / 'absent.toml'}: No such file or directory"
+
+
+# -- client limits (nginx's client_* timeouts and keepalive_*) ----------------------
+
+def test_client_limits_default_to_nginxs(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    for limits in (config.client, config.servers[0].client):
+        assert limits.client_header_timeout == 60.0
+        assert limits.client_body_timeout == 60.0
+        assert limits.client_send_timeout == 60.0
+        assert limits.client_keepalive_timeout == 75.0
+        assert limits.client_keepalive_requests == 1000
+
+
+def test_client_limits_set_at_the_top_apply_to_every_server(tmp_path: Path) -> None:
+    text = 'client_header_timeout = "2s"\nclient_keepalive_requests = 3\n' + GOOD
+    config = load_config(write(tmp_path, text))
+    assert config.servers[0].client.client_header_timeout == 2.0
+    assert config.servers[0].client.client_keepalive_requests == 3
+    assert config.servers[0].client.client_body_timeout == 60.0
+
+
+def test_a_server_overrides_the_top_level_client_limits(tmp_path: Path) -> None:
+    text = ('client_body_timeout = "5s"\nclient_send_timeout = "7s"\n' + GOOD).replace(
+        'listen = ["127.0.0.1:8080", "[::1]:8080", "unix:/tmp/prefork-proxy-test.sock"]',
+        'listen = ["127.0.0.1:8080"]\nclient_body_timeout = "1s"\n'
+        'client_keepalive_timeout = "10s"\n')
+    text += ('\n[[server]]\nlisten = ["127.0.0.1:8081"]\n'
+             '  [[server.location]]\n  path = "/"\n  proxy_pass = "http://app"\n')
+    config = load_config(write(tmp_path, text))
+    first, second = config.servers
+    assert (first.client.client_body_timeout, first.client.client_send_timeout,
+            first.client.client_keepalive_timeout) == (1.0, 7.0, 10.0)
+    assert (second.client.client_body_timeout, second.client.client_send_timeout,
+            second.client.client_keepalive_timeout) == (5.0, 7.0, 75.0)
+    assert config.client.client_body_timeout == 5.0
+
+
+@pytest.mark.parametrize("setting, value, words", [
+    ("client_header_timeout", '"soon"', "duration"),
+    ("client_header_timeout", '"0s"', "more than 0"),
+    ("client_body_timeout", '"-1s"', "duration"),
+    ("client_send_timeout", "true", "duration"),
+    ("client_keepalive_timeout", '"1 day"', "duration"),
+    ("client_keepalive_requests", "0", "at least 1"),
+    ("client_keepalive_requests", '"10"', "whole number"),
+])
+def test_a_bad_client_limit_names_its_file_and_key(tmp_path: Path, setting: str, value: str,
+                                                   words: str) -> None:
+    message = error_of(tmp_path, f"{setting} = {value}\n" + GOOD)
+    assert message.startswith(f"proxy.toml: {setting}: "), message
+    assert words in message
+
+
+def test_a_bad_client_limit_in_a_server_names_the_server(tmp_path: Path) -> None:
+    message = error_of(tmp_path, GOOD.replace(
+        'listen = ["127.0.0.1:8080", "[::1]:8080", "unix:/tmp/prefork-proxy-test.sock"]',
+        'listen = ["127.0.0.1:8080"]\nclient_header_timeout = "often"'))
+    assert message.startswith("proxy.toml: server[0].client_header_timeout: "), message
+
+
+def test_client_keepalive_timeout_0_turns_keep_alive_off(tmp_path: Path) -> None:
+    # nginx: "The zero value disables keep-alive client connections."
+    config = load_config(write(tmp_path, 'client_keepalive_timeout = "0s"\n' + GOOD))
+    assert config.servers[0].client.client_keepalive_timeout == 0.0
+
+
+# -- privileges ----------------------------------------------------------------------
+
+def test_group_without_user_is_an_error(tmp_path: Path) -> None:
+    # Without a user, the workers would keep the master's uid (root) in that group.
+    message = error_of(tmp_path, 'group = "nogroup"\n' + GOOD)
+    assert message.startswith("proxy.toml: group: "), message
+    assert "user" in message
+
+
+def test_user_alone_or_with_group_is_accepted(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, 'user = "nobody"\n' + GOOD)).user == "nobody"
+    config = load_config(write(tmp_path, 'user = "nobody"\ngroup = "nogroup"\n' + GOOD))
+    assert (config.user, config.group) == ("nobody", "nogroup")

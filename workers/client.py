@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from time import monotonic as _monotonic
 
 import gevent
 
@@ -22,15 +23,11 @@ from workers.stats import stats
 
 log = logging.getLogger("worker")
 
-# nginx defaults: client_header_timeout 60s, client_body_timeout 60s,
-# keepalive_timeout 75s, send_timeout 60s.
-HEADER_TIMEOUT = 60.0
-BODY_TIMEOUT = 60.0
-KEEPALIVE_TIMEOUT = 75.0
+# The client timeouts and keepalive_requests are the server's (config.ClientLimits,
+# carried by the Site of workers/worker.py).
 # While the worker drains, an idle connection waits this long for its next request
 # (answered with Connection: close) before it is closed (workers/worker.py, drain).
 DRAIN_IDLE_TIMEOUT = 1.0
-SEND_TIMEOUT = 60.0
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # PREFORK_PROXY_LANE=0 sends every request down the greenlet path, so that the
 # integration tests can check both paths until there is one engine.
@@ -44,7 +41,7 @@ class Drained(Exception):
 class ClientConnection:
     __slots__ = ("sock", "client_addr", "client_ip", "client_port", "server_port", "site",
                  "reader", "status", "body_bytes", "response_started", "greenlet",
-                 "body_timeout", "lane", "uwsgi_vars")
+                 "body_timeout", "send_timeout", "requests", "lane", "uwsgi_vars")
 
     def __init__(self, sock, address, site, server_port: bytes = b"") -> None:  # noqa: ANN001
         self.sock = sock
@@ -59,7 +56,9 @@ class ClientConnection:
         self.client_ip = self.client_addr.encode()
         self.reader = RequestReader(sock)
         self.greenlet = gevent.getcurrent()
-        self.body_timeout = BODY_TIMEOUT
+        self.body_timeout = site.body_timeout
+        self.send_timeout = site.send_timeout
+        self.requests = 0  # requests taken on this connection (nginx keepalive_requests)
         self.status = self.body_bytes = 0
         self.response_started = False
         self.lane: Lane | None = None
@@ -68,15 +67,26 @@ class ClientConnection:
 
     def send(self, data: bytes | memoryview) -> None:
         self.response_started = True
-        self.sock.sendall(data)
+        sock = self.sock
+        # nginx send_timeout: the time between two successful writes (stream.py's
+        # deadline runs per wait); past it, TimeoutError closes the connection.
+        sock.timeout = self.send_timeout
+        sock.sendall(data)
         stats.bytes_out += len(data)
 
     def keep_alive_allowed(self, request) -> bool:  # noqa: ANN001
-        return request.keep_alive and not self.site.worker.draining
+        site = self.site
+        return (request.keep_alive and not site.worker.draining
+                and self.requests < site.keepalive_requests)
 
     def serve(self) -> None:
         stats.connections += 1
-        worker = self.site.worker
+        site = self.site
+        worker = site.worker
+        # nginx client_header_timeout: the first request's head is due this long
+        # after the accept (a silent connection is closed then, slowloris too);
+        # a later one's, this long after its first byte.
+        first_deadline: float | None = _monotonic() + site.header_timeout
         try:
             # A draining worker answers with Connection: close and stops there, even
             # if more pipelined requests were read: the client retries those. A
@@ -88,18 +98,22 @@ class ClientConnection:
                         and not reader.events and not reader.leftover and not reader.upgraded
                         and reader.deferred_error is None):
                     # Between requests: the lane serves plain exchanges in callbacks.
-                    keep = self._run_lane()
+                    keep = self._run_lane(first_deadline)
                     if keep is False:
                         return
+                    if reader.served:
+                        first_deadline = None
                     continue  # None: the lane handed over bytes for the usual path
                 worker.idle.add(self)
-                idle_timeout = DRAIN_IDLE_TIMEOUT if worker.draining else KEEPALIVE_TIMEOUT
+                idle_timeout = DRAIN_IDLE_TIMEOUT if worker.draining else site.keepalive_timeout
                 try:
-                    request = reader.read_head(idle_timeout, HEADER_TIMEOUT)
+                    request = reader.read_head(idle_timeout, site.header_timeout, first_deadline)
                 finally:
                     worker.idle.discard(self)
                 if request is None:
                     return
+                first_deadline = None
+                self.requests += 1
                 if not self.handle(request):
                     return
         except (Drained, ClientClosed, TimeoutError, OSError):
@@ -114,12 +128,14 @@ class ClientConnection:
             with contextlib.suppress(OSError):
                 self.sock.close()
 
-    def _run_lane(self) -> bool | None:
+    def _run_lane(self, first_deadline: float | None) -> bool | None:
         """Serve from the callback lane until it hands over; returns whether the
-        connection stays open, or None when the usual path must read what came."""
+        connection stays open, or None when the usual path must read what came.
+        Before the first request the wait ends at `first_deadline`."""
         if self.lane is None:
             self.lane = Lane(self)
-        outcome = self.lane.run(KEEPALIVE_TIMEOUT)
+        wait = None if first_deadline is None else max(first_deadline - _monotonic(), 0.001)
+        outcome = self.lane.run(self.site.keepalive_timeout, wait)
         kind = outcome[0]
         if kind == lane.CLOSED:
             return False

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from time import monotonic as _monotonic
 
 import httptools
 
@@ -238,10 +239,22 @@ class RequestReader:
         if rest:
             self._feed(rest)
 
-    def read_head(self, idle_timeout: float, head_timeout: float) -> Request | None:
-        """The next request head, or None if the client closed between requests."""
+    def read_head(self, idle_timeout: float, head_timeout: float,
+                  deadline: float | None = None) -> Request | None:
+        """The next request head, or None if the client closed between requests.
+
+        nginx's client_header_timeout is a deadline for the whole head, not reset
+        by each read: `head_timeout` after its first byte, or `deadline` (a
+        time.monotonic() value: the accept's time plus the timeout, for a
+        connection's first request), which also bounds the wait for that first
+        byte. Without `deadline`, the wait for the first byte is `idle_timeout`
+        (the keep-alive timeout). Past the deadline: TimeoutError.
+        """
         self.started = bool(self.events) or bool(self.leftover)
-        self.sock.settimeout(idle_timeout)
+        if deadline is None:
+            self.sock.settimeout(idle_timeout)
+        else:
+            self.sock.settimeout(max(deadline - _monotonic(), 0.001))
         # After a response, the next request cannot be here yet: wait before reading.
         expect_wait = self.served
         while not self.events:
@@ -265,9 +278,17 @@ class RequestReader:
                     return request
             request = self.request
             self._feed(data)
-            if not self.events and self.request is not request:
+            if self.events:
+                break
+            if self.request is not request:
                 _refuse_http09(data)  # a message began at data[0] and its head is not complete
-            self.sock.settimeout(head_timeout)
+            # The head is not whole: the rest must come by the deadline.
+            now = _monotonic()
+            if deadline is None:
+                deadline = now + head_timeout
+            elif now >= deadline:
+                raise TimeoutError("client_header_timeout")
+            self.sock.settimeout(deadline - now)
         kind, request = self.events.popleft()
         if kind != _HEAD:
             raise HttpError(400, "request body was not consumed")  # a caller bug
@@ -327,6 +348,10 @@ class RequestReader:
                     self._fill()
                 except ClientClosed:
                     raise HttpError(400, "client closed the connection mid-body") from None
+                except TimeoutError:
+                    # nginx client_body_timeout: the client stalled, not the upstream;
+                    # an HttpError, so that no caller takes it for an upstream's timeout.
+                    raise HttpError(408, "client timed out sending the request body") from None
         kind, data = self.events.popleft()
         if kind == _HEAD:  # cannot happen: END always precedes the next HEAD
             raise HttpError(400, "request framing error")

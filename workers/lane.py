@@ -76,13 +76,15 @@ class Lane(UwsgiLane):
         self.uwsgi_watcher = None  # the read watcher of uwsgi calls (lane_uwsgi.py)
         self.answer: tuple | None = None  # an answer queued in _unsent_answers
 
-    def run(self, keepalive_timeout: float) -> tuple:
-        """Park the greenlet while the lane serves; returns what it must do next."""
+    def run(self, keepalive_timeout: float, wait: float | None = None) -> tuple:
+        """Park the greenlet while the lane serves; returns what it must do next.
+        `wait` bounds the wait for the first request instead of the keep-alive
+        timeout (on a fresh connection: what is left of client_header_timeout)."""
         conn = self.conn
         worker = conn.site.worker
         self.waiter = waiter = Waiter(self.hub)
         self.keepalive_timeout = keepalive_timeout
-        self._wait_for_request(keepalive_timeout)
+        self._wait_for_request(keepalive_timeout if wait is None else wait)
         try:
             return waiter.get()
         finally:
@@ -215,6 +217,7 @@ class Lane(UwsgiLane):
         """A request is taken on: count it, as ClientConnection.handle does."""
         conn = self.conn
         conn.reader.served = True
+        conn.requests += 1  # keep_alive_allowed() closes after keepalive_requests
         stats.requests += 1
         conn.status = conn.body_bytes = 0
         conn.response_started = False

@@ -9,16 +9,17 @@ close idle keep-alive connections); TERM/INT stop now; USR1 reopens logs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import grp
 import logging
 import os
 import pwd
-import select
 import signal
 import socket
 import time
 from collections.abc import Iterable
+from itertools import islice
 
 import gevent
 import gevent.event
@@ -33,6 +34,7 @@ from prefork_proxy.scoreboard import DRAINING, READY, Scoreboard
 from workers import upstreams
 from workers.access_log import AccessLog
 from workers.client import DRAIN_IDLE_TIMEOUT, ClientConnection
+from workers.errors import error_page
 from workers.routing import Router
 from workers.stats import stats
 from workers.stream import accepted, sweep_timeouts
@@ -46,6 +48,11 @@ HEARTBEAT_INTERVAL = 1.0
 # RFC 9112 §9.3.1 lets clients retry); only connections idle for this long are
 # closed under it. nginx closes them at once.
 IDLE_CLOSE_DELAY = DRAIN_IDLE_TIMEOUT
+# nginx's ngx_drain_connections: at worker_connections, close up to this many of the
+# longest-idle keep-alive connections at once (an eighth of them, at least one).
+MAX_CLOSED_TO_MAKE_ROOM = 32
+# What a connection accepted with the spare descriptor gets (EMFILE: see Listener).
+OUT_OF_DESCRIPTORS = error_page(503, close=True)
 # Signals a worker handles (DESIGN.md, Signals: QUIT drains, TERM/INT stop, USR1 reopens).
 _WORKER_SIGNALS = frozenset({signal.SIGQUIT, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1})
 
@@ -59,14 +66,24 @@ class BootError(Exception):
 
 
 class Site:
-    """What a connection on one listener needs: its routes, its worker, the log."""
+    """What a connection on one listener needs: its routes, its worker, the log,
+    and its server's client limits (config.ClientLimits)."""
 
-    __slots__ = ("router", "worker", "access_log")
+    __slots__ = ("router", "worker", "access_log", "header_timeout", "body_timeout",
+                 "send_timeout", "keepalive_timeout", "keepalive_requests")
 
     def __init__(self, server: Server, worker: Worker) -> None:
         self.router = Router(server.locations)
         self.worker = worker
         self.access_log = worker.access_log
+        limits = server.client
+        self.header_timeout = limits.client_header_timeout
+        self.body_timeout = limits.client_body_timeout
+        self.send_timeout = limits.client_send_timeout
+        self.keepalive_timeout = limits.client_keepalive_timeout
+        # nginx: keepalive_timeout 0 disables keep-alive: every answer says close.
+        self.keepalive_requests = (limits.client_keepalive_requests
+                                   if self.keepalive_timeout > 0 else 1)
 
     def log_request(self, conn: ClientConnection, request) -> None:  # noqa: ANN001
         access_log = self.access_log
@@ -80,6 +97,45 @@ class Site:
         access_log.write(conn.client_addr, line, conn.status, conn.body_bytes, referer, agent)
 
 
+class IdleConnections(dict):
+    """The connections waiting for their next request, longest idle first: a
+    dict keeps insertion order, and a connection is added each time it turns idle."""
+
+    __slots__ = ()
+    add = dict.setdefault  # add(conn): in C, as set.add is
+
+    def discard(self, conn: ClientConnection) -> None:
+        self.pop(conn, None)
+
+
+class Listener(StreamServer):
+    """gevent's StreamServer with nginx's answers to running short: at
+    worker_connections, idle keep-alive connections make room for a new one;
+    out of descriptors, a new connection gets 503 at once."""
+
+    def __init__(self, sock: gsocket.socket, handle, worker: Worker) -> None:  # noqa: ANN001
+        super().__init__(sock, handle, spawn=worker.connections)
+        self.worker = worker
+        # set_spawn() made the pool's full() an attribute; this one replaces it.
+        self.full = self._full
+
+    def _full(self) -> bool:
+        """Asked when a connection waits to be accepted: at worker_connections,
+        close idle ones; accepting resumes as their greenlets end (gevent's pool)."""
+        if not self.pool.full():
+            return False
+        self.worker.make_room()
+        return True
+
+    def do_read(self):  # noqa: ANN201 - gevent's (socket, address) or None
+        try:
+            return super().do_read()
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE) or not self.worker.refuse(self):
+                raise  # gevent logs it and retries after a delay
+        return None
+
+
 class Worker:
     def __init__(self, config: Config, sockets: dict[str, socket.socket],
                  scoreboard: Scoreboard, slot: int) -> None:
@@ -88,11 +144,14 @@ class Worker:
         self.scoreboard = scoreboard
         self.slot = slot
         self.draining = False
-        self.idle: set[ClientConnection] = set()
+        self.idle = IdleConnections()
+        # A descriptor kept free for the moment accept() fails with EMFILE.
+        self.spare_fd = _open_spare()
+        self.refused_at = 0.0  # when an EMFILE was last logged
         self.stopped = gevent.event.Event()
         self.access_log = AccessLog(config.access_log)
         self.connections = gevent.pool.Pool(config.worker_connections or None)
-        self.servers: list[StreamServer] = []
+        self.servers: list[Listener] = []
 
     def run(self, blocked: Iterable[signal.Signals] = ()) -> int:
         """Serve until drained or stopped. `blocked` signals were blocked across fork;
@@ -132,7 +191,7 @@ class Worker:
         self.access_log.flush()
         return 0
 
-    def _serve(self, listener: socket.socket, site: Site) -> StreamServer:
+    def _serve(self, listener: socket.socket, site: Site) -> Listener:
         sock = gsocket.socket(listener.family, listener.type, fileno=os.dup(listener.fileno()))
         tcp = listener.family != socket.AF_UNIX
         server_port = b"%d" % listener.getsockname()[1] if tcp else b""
@@ -143,7 +202,7 @@ class Worker:
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             ClientConnection(client, address, site, server_port).serve()
 
-        server = StreamServer(sock, handle, spawn=self.connections)
+        server = Listener(sock, handle, self)
         # One accept per wake-up: with gevent's default of 100, the first worker
         # to wake drains the whole shared queue, and a burst of new connections
         # (a load balancer, wrk) all lands on it. One at a time, the workers take
@@ -182,6 +241,45 @@ class Worker:
         for conn in list(self.idle):
             _close_if_idle(conn)
 
+    def make_room(self) -> None:
+        """At worker_connections, close the longest-idle keep-alive connections
+        (nginx closes reusable connections when it runs short of them)."""
+        idle = self.idle
+        count = max(1, min(MAX_CLOSED_TO_MAKE_ROOM, len(idle) // 8))
+        for conn in list(islice(idle, count)):
+            idle.discard(conn)
+            _close_if_idle(conn)
+
+    def refuse(self, server: Listener) -> bool:
+        """accept() failed for want of a descriptor: with the spare one, accept
+        the waiting client, answer 503 and close, then keep the spare again. A
+        client told at once beats one left waiting in the listen queue (nginx
+        accepts nothing then). False if there is no spare to use."""
+        if self.spare_fd < 0:
+            self.spare_fd = _open_spare()
+            return False
+        os.close(self.spare_fd)
+        self.spare_fd = -1
+        try:
+            fd, _ = server.socket._accept()
+        except OSError:  # another worker took it, or it is gone
+            fd = -1
+        if fd >= 0:
+            client = socket.socket(fileno=fd)
+            with contextlib.suppress(OSError):
+                client.setblocking(False)
+                client.send(OUT_OF_DESCRIPTORS)
+                client.shutdown(socket.SHUT_WR)
+                client.recv(65536)  # the request, so that close() sends FIN, not RST
+            client.close()
+        self.spare_fd = _open_spare()
+        now = time.monotonic()
+        if now - self.refused_at >= 1.0:  # once a second at most
+            self.refused_at = now
+            log.error("accept() failed: out of file descriptors (RLIMIT_NOFILE %d); "
+                      "new connections get 503", _descriptor_limit())
+        return True
+
     def _finish_drain(self) -> None:
         self.connections.join()
         self.stopped.set()
@@ -208,10 +306,30 @@ def _close_if_idle(conn: ClientConnection) -> None:
     request has started to arrive (then it is served, with Connection: close)."""
     if conn.reader.started:
         return
-    with contextlib.suppress(OSError, ValueError):
-        if select.select([conn.sock.fileno()], (), (), 0)[0]:
-            return
-        conn.sock.shutdown(socket.SHUT_RD)  # its recv() returns EOF: a clean close
+    raw = conn.sock.sock  # non-blocking (stream.py)
+    try:
+        raw.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:  # nothing has arrived: idle
+        pass
+    except OSError:
+        return
+    else:
+        return  # bytes (or EOF) wait: its own read finds them
+    with contextlib.suppress(OSError):
+        raw.shutdown(socket.SHUT_RD)  # its recv() returns EOF: a clean close
+
+
+def _open_spare() -> int:
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+def _descriptor_limit() -> int:
+    import resource  # only on this rare path
+
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def _load_lazy_modules() -> None:
