@@ -5,6 +5,7 @@ hop-by-hop headers (RFC 9110 §7.6.1): the fixed set below plus every header
 that `Connection` names. Framing (Content-Length / Transfer-Encoding) is never
 copied: it is regenerated from the body actually sent, as nginx does. Names
 with an underscore, and `Proxy` (httpoxy), never go upstream.
+nginx's `X-Accel-*` control headers never reach the client.
 
 Each direction has two builders with the same rules: one over (name, value)
 pairs, and one over a head's header lines as received (`CRLF name: value`
@@ -46,7 +47,13 @@ def _line_of(names: frozenset[bytes]) -> re.Pattern[bytes]:
 # proxy_pass; we remove the other names it lists.
 ESSENTIAL = frozenset({b"host", b"content-length", b"transfer-encoding"})
 
-_HOP_BY_HOP_LINE = _line_of(HOP_BY_HOP)
+# Towards the client, also nginx's X-Accel-* control headers: the uwsgi and proxy
+# modules consume them and hide them by default (`uwsgi_hide_header`,
+# `proxy_hide_header`: ngx_http_uwsgi_hide_headers, ngx_http_proxy_hide_headers).
+X_ACCEL = frozenset({b"x-accel-buffering", b"x-accel-charset", b"x-accel-expires",
+                     b"x-accel-limit-rate", b"x-accel-redirect"})
+_NOT_RELAYED = HOP_BY_HOP | X_ACCEL
+_NOT_RELAYED_LINE = _line_of(_NOT_RELAYED)
 # Towards the upstream, also a name with an underscore: nginx's
 # `underscores_in_headers off` (most WSGI stacks read X_Forwarded_For as
 # X-Forwarded-For). The first class has no '_', so the expression cannot backtrack.
@@ -146,7 +153,7 @@ def upstream_request_head_from_lines(method: bytes, target: bytes, lines: bytes,
 def client_response_head_from_lines(status: int, reason: bytes, lines: bytes, *,
                                     framing: bytes, connection: bytes) -> bytes:
     """client_response_head for a head whose Connection names no other header."""
-    return b"HTTP/1.1 %d %s%s%s%s\r\n" % (status, reason, _HOP_BY_HOP_LINE.sub(b"", lines),
+    return b"HTTP/1.1 %d %s%s%s%s\r\n" % (status, reason, _NOT_RELAYED_LINE.sub(b"", lines),
                                           framing, connection)
 
 
@@ -169,7 +176,7 @@ def client_response_head(
     out = [status_line]
     for name, value in headers:
         lower = name.lower()
-        if lower in HOP_BY_HOP or lower in tokens or lower.startswith(b"proxy"):
+        if lower in _NOT_RELAYED or lower in tokens or lower.startswith(b"proxy"):
             continue
         out += (name, b": ", value, b"\r\n")
     out += (framing, connection, b"\r\n")
@@ -182,7 +189,7 @@ def switching_protocols_head(status_line: bytes, headers: list[tuple[bytes, byte
     for name, value in headers:
         lower = name.lower()
         if lower in (b"connection", b"upgrade") or not (
-            lower in HOP_BY_HOP or _is_proxy_header(lower)
+            lower in _NOT_RELAYED or _is_proxy_header(lower)
         ):
             out += (name, b": ", value, b"\r\n")
     out.append(b"\r\n")

@@ -11,16 +11,19 @@ Here, from the client's read callback (workers/lane.py):
    loopback the handshake has finished by then. A send that finds the connect
    still under way (a remote server) hands the call to the greenlet, which
    waits for it (`uwsgi.resume`).
-3. The reply's first read: a whole HTTP-style head and a whole small body
-   (a Content-Length, or the server's close already read) goes to the client
-   in one send; the connection is closed, as nginx closes it.
+3. The reply: the lane waits only while the head is incomplete (nothing can
+   be sent yet). Once the head is in, what the server has sent so far is read
+   without waiting, and a whole HTTP-style head with a whole small body (a
+   Content-Length, or the server's close already read) goes to the client in
+   one send; the connection is closed, as nginx closes it.
 
 Anything else goes to the greenlet: a failed connect before anything is sent
 restarts the request on the usual path, which reports it; after the packet
 is sent, `uwsgi.resume` finishes the call from where the lane stopped (a
-CGI-style or partial head, a big or streamed body, a close with no reply, a
-reset or a read timeout, which it answers 502 and 504). One server only:
-choosing among several is the balancer's, on the usual path.
+CGI-style head, a body not whole yet, which it relays as it comes, so that an
+event stream never waits for its next event, a chunked body, a close with no
+reply, a reset or a read timeout, which it answers 502 and 504). One server
+only: choosing among several is the balancer's, on the usual path.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from workers.known_replies import known_replies
 from workers.response_head import has_no_body, parse_response_head
 from workers.stream import Stream, start_connect
 from workers.upstreams import pool_for
+from workers.uwsgi_packet import find_head_end
 
 # What the lane hands the greenlet for a call to finish (lane.py's outcomes):
 # (UWSGI, request, location, stream, bytes of the packet still to send, bytes
@@ -57,6 +61,20 @@ def _send_queued_packet(item: tuple) -> None:
 # bytes). They go out together at the end of the loop iteration that began them,
 # as nginx writes them once the connects report writable (see iteration_batch.py).
 _unsent_packets = IterationBatch(_send_queued_packet)
+
+
+def _read_available(sock, data: bytes) -> tuple[bytes, bool]:  # noqa: ANN001
+    """`data` plus what the server has sent so far, read without waiting (up to
+    _SMALL_REPLY), and whether it has closed. Raises OSError (a reset)."""
+    while len(data) < _SMALL_REPLY:
+        try:
+            more = sock.recv(HEAD_RECV_SIZE)
+        except BlockingIOError:
+            return data, False
+        if not more:
+            return data, True
+        data += more
+    return data, False
 
 
 class UwsgiLane:
@@ -120,43 +138,61 @@ class UwsgiLane:
                                                            self.packet_size))
         data = self.received + more if self.received else more
         closed = not more
-        end = data.find(b"\r\n\r\n")
-        response = client_head = None
-        kept = True  # whether the head's parse may be kept (known_replies)
+        end = find_head_end(data)
         if end < 0:
             if not closed and len(data) < _SMALL_REPLY:
-                return self._read_more(data)
-        else:
-            head = data[:end + 4]
-            known = known_replies.heads.get(head)
-            if known is not None:
-                response, client_head = known
-            elif data.startswith(b"HTTP/"):  # a CGI-style head: the greenlet rewrites it
-                with contextlib.suppress(UpstreamError):  # the greenlet path reports it
-                    response = parse_response_head(head)
-        rest = data[end + 4:]
+                return self._read_more(data)  # no head yet: nothing to send
+            return self._to_greenlet(data)  # it reports the close or the size
+        head = data[:end]
+        response = client_head = None
+        kept = True  # whether the head's parse may be kept (known_replies)
+        known = known_replies.heads.get(head)
+        if known is not None:
+            response, client_head = known
+        elif data.startswith(b"HTTP/") and head.endswith(b"\r\n\r\n"):
+            # (a CGI-style or bare-LF head: the greenlet rewrites it)
+            with contextlib.suppress(UpstreamError):  # the greenlet path reports it
+                response = parse_response_head(head)
+        if response is None:
+            return self._to_greenlet(data)
         request = self.request
-        if response is not None and len(rest) < _SMALL_REPLY and (
-                response.content_length is None or len(rest) < response.content_length) \
-                and not has_no_body(request.method, response.status):
-            if not closed:
-                return self._read_more(data)
-            if response.content_length is None:
+        rest = data[end:]
+        length = response.content_length
+        if not (response.chunked or has_no_body(request.method, response.status)):
+            if not closed and (length is None or len(rest) < length):
+                # The body is not whole yet. Take what the server has sent so far,
+                # with no wait: uWSGI closes right after a short reply, and its close
+                # is often here already. Whatever is still missing, the greenlet
+                # streams: bytes in hand never wait for more (an event stream).
+                try:
+                    data, closed = _read_available(sock, data)
+                except OSError as exc:
+                    return self._hand_over(uwsgi.reply_read_failed(exc, data,
+                                                                   self.packet_size))
+                rest = data[end:]
+            if closed and length is None:
                 # uWSGI closes after the body: with the close in hand the body is
                 # whole and gets a length (relay_response's own rule).
                 response.content_length = len(rest)
                 kept = False  # the length is this reply's, not the head's
-        location, packet_size = self.location, self.packet_size
-        self._let_go()
         if not self._whole_and_small(request, response, rest):
-            return self._wake((UWSGI, request, location, Stream(sock), b"", data, packet_size))
+            return self._to_greenlet(data)
+        self._let_go()
         sock.close()
         if client_head is None:
             client_head = self._client_head(head, response, rest, kept)
         self._answer(request, response.status, client_head, rest)
 
+    def _to_greenlet(self, data: bytes) -> None:
+        """The greenlet finishes the call from the reply bytes read so far: it relays
+        a reply that is not whole as it comes (uwsgi.resume, relay_response)."""
+        sock = self.connection
+        request, location, packet_size = self.request, self.location, self.packet_size
+        self._let_go()
+        self._wake((UWSGI, request, location, Stream(sock), b"", data, packet_size))
+
     def _read_more(self, data: bytes) -> None:
-        """Part of a small reply is in: keep it, and wait in the lane for the rest
+        """Part of a reply head is in: keep it, and wait in the lane for the rest
         (read_timeout runs again, as nginx's runs between two reads)."""
         self.received = data
         self._arm(self.location.read_timeout)
