@@ -54,6 +54,7 @@ class Master:
         self.new_master = 0  # pid of the master started by USR2, while it lives
         self.next_sample = 0.0
         self.status = ""
+        self.notifier = systemd.Notifier()
 
     # -- start ----------------------------------------------------------------
     def bind(self, inherited: dict[str, socket.socket]) -> None:
@@ -106,7 +107,7 @@ class Master:
         # Once a new master has taken over (USR2), systemd's MAINPID is the new one:
         # this master must not report READY or STOPPING for the service any more.
         if not self.new_master:
-            systemd.notify(*lines)
+            self.notifier.notify(*lines)
 
     # -- signal handlers --------------------------------------------------------
     def handle_chld(self) -> None:
@@ -297,12 +298,15 @@ class Master:
             used.add(number)
 
     def publish_status(self) -> None:
-        """Keep systemd's STATUS= line current (worker count and generation)."""
+        """Keep systemd's STATUS= line current (worker count and generation), and
+        send the whole state again if a message was dropped (systemd.Notifier)."""
         if self.generations.serving and self.stop_deadline is None:
             status = self._status()
             if status != self.status:
                 self.status = status
                 self._notify(status)
+        if self.notifier.pending and not self.new_master:
+            self.notifier.flush()
 
     def drain(self, worker: WorkerProcess) -> None:
         self.workers.drain(worker, self.config.graceful_timeout)
