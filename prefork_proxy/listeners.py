@@ -19,6 +19,8 @@ from prefork_proxy.config import Listen
 INHERIT_ENV = "PREFORK_PROXY_FDS"
 # nginx uses 511 on Linux; the kernel caps it at net.core.somaxconn.
 BACKLOG = 511
+# A unix listener's file is srw-rw-rw-: its clients need write permission to connect.
+UNIX_SOCKET_UMASK = 0o111
 
 
 class ListenError(Exception):
@@ -42,8 +44,15 @@ def bind(listen: Listen) -> socket.socket:
         if address.is_unix:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             _remove_stale_unix_socket(address.path)
-            sock.bind(address.path)
-            os.chmod(address.path, 0o666)
+            # The file is created with mode 0o777 & ~umask: with this umask it is
+            # 0o666 (anyone may connect, as a TCP port) from the moment it exists.
+            # A chmod after bind() would leave a window with the operator's umask.
+            # The master is single-threaded, so no other file sees this umask.
+            umask = os.umask(UNIX_SOCKET_UMASK)
+            try:
+                sock.bind(address.path)
+            finally:
+                os.umask(umask)
         else:
             family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)

@@ -18,7 +18,14 @@ class Pidfile:
         if not self.path:
             return
         temporary = f"{self.path}.{pid}.tmp"
-        with open(temporary, "w") as file:
+        try:
+            fd = _create(temporary)
+        except FileExistsError:
+            # Left by a crash, or planted (a symlink to a file someone wants
+            # overwritten): unlink removes the name, never what a symlink names.
+            os.unlink(temporary)
+            fd = _create(temporary)
+        with os.fdopen(fd, "w") as file:
             file.write(f"{pid}\n")
         os.replace(temporary, self.path)  # readers never see a half-written file
 
@@ -39,6 +46,12 @@ class Pidfile:
             with contextlib.suppress(OSError):
                 os.unlink(self.oldbin)
             self.write(pid)
+
+
+def _create(path: str) -> int:
+    """A new file of our own: never an existing one, never through a symlink."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                   0o644)
 
 
 def read_pid(path: str) -> int | None:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,6 +24,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from prefork_proxy import listeners
+from prefork_proxy import pidfile as pidfile_module
+from prefork_proxy.config import Listen
+from prefork_proxy.pidfile import Pidfile
+from prefork_proxy.values import parse_address
 from tests.support.processes import ROOT, wait_for
 from tests.support.wire import Response, Wire, get, request
 
@@ -129,6 +136,81 @@ def test_the_pidfile_holds_the_master_pid_and_is_removed_on_exit(
     proxy.signal(signal.SIGQUIT)
     assert proxy.popen.wait(15) == 0
     assert not pidfile.exists()
+
+
+def test_the_pidfile_temporary_never_follows_a_planted_symlink(tmp_path: Path) -> None:
+    # O_CREAT | O_EXCL | O_NOFOLLOW: a symlink at the temporary name is removed, not
+    # written through; the file written is a new one of our own.
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    path = tmp_path / "proxy.pid"
+    planted = tmp_path / f"proxy.pid.{os.getpid()}.tmp"
+    planted.symlink_to(victim)
+    Pidfile(str(path)).write(os.getpid())
+    assert victim.read_text() == "precious\n"
+    assert not path.is_symlink() and path.read_text() == f"{os.getpid()}\n"
+    assert not planted.exists() and not planted.is_symlink()
+
+
+def test_a_pidfile_temporary_that_cannot_be_removed_is_an_error(tmp_path: Path,
+                                                                 monkeypatch) -> None:  # noqa: ANN001
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    planted = tmp_path / f"proxy.pid.{os.getpid()}.tmp"
+    planted.symlink_to(victim)
+
+    def refuse(path: object) -> None:  # a sticky directory and another owner, say
+        raise PermissionError(1, "Operation not permitted", str(path))
+
+    monkeypatch.setattr(pidfile_module.os, "unlink", refuse)
+    with pytest.raises(OSError):
+        Pidfile(str(tmp_path / "proxy.pid")).write(os.getpid())
+    assert victim.read_text() == "precious\n"
+    assert not (tmp_path / "proxy.pid").exists()
+
+
+class _SocketModule:
+    """listeners.py's view of the socket module, with a socket that records the
+    mode of a unix socket's file the moment bind() returns."""
+
+    def __init__(self, modes: list[int]) -> None:
+        class Recording(socket.socket):
+            def bind(self, address: object) -> None:
+                super().bind(address)
+                if isinstance(address, str):
+                    modes.append(stat.S_IMODE(os.stat(address).st_mode))
+
+        self.socket = Recording
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(socket, name)
+
+
+def test_a_unix_listener_is_created_with_its_final_mode_and_never_chmodded(
+        monkeypatch) -> None:  # noqa: ANN001
+    directory = tempfile.mkdtemp(prefix="listen-", dir="/tmp")  # sun_path: 108 bytes
+    path = os.path.join(directory, "proxy.sock")
+    modes: list[int] = []
+    monkeypatch.setattr(listeners, "socket", _SocketModule(modes))
+
+    def chmod(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"chmod{args}: the mode had a window")
+
+    monkeypatch.setattr(os, "chmod", chmod)
+    restrictive = os.umask(0o077)  # an operator's umask must not make it private
+    try:
+        sock = listeners.bind(Listen(parse_address(f"unix:{path}")))
+        umask_after = os.umask(restrictive)
+    finally:
+        os.umask(restrictive)
+    try:
+        assert modes == [0o666], [oct(mode) for mode in modes]
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o666
+        assert umask_after == 0o077, "bind() left the umask changed"
+    finally:
+        sock.close()
+        os.unlink(path)
+        os.rmdir(directory)
 
 
 def test_a_sigkilled_worker_is_replaced(start_proxy, upstream) -> None:  # noqa: ANN001
