@@ -359,29 +359,7 @@ WE_REFUSE_NGINX_ACCEPTS: dict[str, str] = {
 
 # Vectors that break a rule today; xfail(strict=True), so each turns green (and must
 # then lose its entry) once the proxy follows the rules of the module docstring.
-_INVALID_HOST = ("RFC 9112 §3.2: a request whose Host has an invalid value (Host = uri-host "
-                 "[':' port], RFC 9110 §7.2) gets 400; nginx (ngx_http_validate_host) "
-                 "refuses it, we pass the Host upstream as it came.")
-KNOWN_FAILING: dict[str, str] = {
-    "te-tab-before-value": (
-        "we accept where nginx refuses: nginx 1.22 skips only spaces before a value, sees "
-        "the coding '\\tchunked' and answers 501. RFC 9110 §5.6.3 OWS includes HTAB, so our "
-        "reading is sound, but a tab there is a TE.TE obfuscation of smuggling kits: refuse "
-        "it, or record it as a justified exception"),
-    "header-60000-spaces": (
-        "we accept where nginx refuses: nginx answers 400 to a header line over 8 KiB "
-        "(large_client_header_buffers 4 8k); we take any line inside a 64 KiB head"),
-    "head-40k-of-header-lines": (
-        "we accept where nginx refuses: nginx answers 400 to a head over 4 x 8 KiB; we take "
-        "a head up to 64 KiB"),
-    "host-with-slash": _INVALID_HOST,
-    "host-with-space": _INVALID_HOST,
-    "host-double-dot": _INVALID_HOST,
-    "host-empty": (
-        "we accept where nginx refuses: nginx answers 400 to an HTTP/1.1 request with an "
-        "empty Host. RFC 9110 §7.2 allows an empty Host for a target without an authority, "
-        "which no location of ours serves: refuse it, or record a justified exception"),
-}
+KNOWN_FAILING: dict[str, str] = {}
 
 
 def _params() -> list:

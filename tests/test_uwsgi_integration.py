@@ -11,6 +11,7 @@ import json
 import os
 import re
 import socket
+import string
 import threading
 import time
 
@@ -265,10 +266,15 @@ def test_vars_over_65535_bytes_answer_431_and_are_never_truncated(start_proxy):
     reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
     with ScriptedUwsgi(reply) as peer:
         proxy = start_proxy(uwsgi_config(peer.address))
-        # 62 KiB of headers (under the proxy's 64 KiB head limit) plus a 4 KiB URI:
-        # the URI is sent three times over (REQUEST_URI, PATH_INFO, QUERY_STRING).
-        headers = "".join(f"X-Big-{i}: {'v' * 6300}\r\n" for i in range(10))
-        target = "/" + "p" * 2000 + "?" + "q" * 2000
+        # Under the proxy's 32 KiB head limit, thousands of short headers, each of
+        # which grows by "HTTP_" and two lengths as a var, plus an 8 KiB URI sent
+        # three times over (REQUEST_URI, PATH_INFO, QUERY_STRING): 71 KB of vars.
+        # (Names that differ only in case would share a var: upper case only.)
+        chars = string.ascii_uppercase + string.digits
+        names = [a + b for a in chars for b in chars]
+        names += [name + c for name in names for c in chars][:2900]
+        headers = "".join(f"{name}: v\r\n" for name in names)
+        target = "/" + "p" * 3900 + "?" + "q" * 3900
         reply = exchange(proxy.port, get(proxy.port, target, headers))
         assert reply.status == 431
         assert peer.requests == []

@@ -33,13 +33,22 @@ RECV_SIZE = 65536  # body reads
 # recv() allocates what it is asked for, and 64 KiB per small request cost more
 # in malloc and cache misses than the read itself. Bigger heads take more reads.
 HEAD_RECV_SIZE = 8192
-MAX_HEAD_SIZE = 64 * 1024  # nginx: large_client_header_buffers 4 8k (+ request line)
+# nginx's large_client_header_buffers 4 8k: no line over 8 KiB, no head over 32 KiB.
+MAX_HEAD_SIZE = 32 * 1024
+MAX_LINE_SIZE = 8 * 1024
 MAX_URI_SIZE = 8 * 1024
 _HEAD, _BODY, _END = 0, 1, 2
 # llhttp drops the whitespace before a value and keeps what trails it: so do these.
 _HEADER_LINE = re.compile(rb"\n([^:\r\n]+):[ \t]*([^\r]*)\r")
 _NO_TOKENS: frozenset[bytes] = frozenset()
-_HOST_BYTES = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._:[]"
+# nginx's ngx_http_validate_host refuses these in a host: controls, space, DEL, a path
+# separator, and an empty label ("..").
+_BAD_HOST = re.compile(rb"[\x00-\x20\x7f/\\]|\.\.")
+# llhttp skips spaces and tabs before a value (RFC 9110 §5.6.3 OWS); nginx skips
+# spaces only, and reads `Transfer-Encoding:<TAB>chunked` as an unknown coding: a
+# tab there is a known smuggling obfuscation, refused as nginx refuses it.
+_TAB_BEFORE_VALUE = re.compile(rb"\n(?:transfer-encoding|content-length|host): *\t",
+                               re.IGNORECASE)
 
 # A bodiless request in origin form, with a head llhttp accepts (RFC 9112 §3,
 # §5: token names; values of HTAB / SP / VCHAR / obs-text; CRLF line ends).
@@ -109,6 +118,7 @@ class RequestReader:
         self.between_messages = True  # llhttp holds no part of a message
         self.upgraded = False  # llhttp saw an Upgrade: it alone reads from then on
         self.in_trailer = False  # the head is complete: header callbacks are trailer fields
+        self.line_run = 0  # raw bytes of the head since its last LF (_count_line_run)
         self.priming = False  # a primer head is being fed (see _decline_upgrade)
         # A parse error met after complete requests in the same read: raised once
         # those are served (nginx answers a valid request, then the 400).
@@ -138,7 +148,9 @@ class RequestReader:
             return
         self.head_size += len(name) + len(value) + 4
         if self.head_size > MAX_HEAD_SIZE:
-            raise HttpError(431, "request header block over 64 KiB")
+            raise HttpError(431, "request header block over 32 KiB")
+        if len(name) + len(value) > MAX_LINE_SIZE - 4:
+            raise HttpError(431, "request header line over 8 KiB")
         if self.in_trailer:
             # A chunked body's trailer section: dropped, as nginx drops it. Its fields
             # never join the head, nor become uwsgi vars (DESIGN.md, data paths).
@@ -251,6 +263,7 @@ class RequestReader:
         (the keep-alive timeout). Past the deadline: TimeoutError.
         """
         self.started = bool(self.events) or bool(self.leftover)
+        self.line_run = 0
         if deadline is None:
             self.sock.settimeout(idle_timeout)
         else:
@@ -271,6 +284,9 @@ class RequestReader:
                     return None
                 self.started = True
                 stats.bytes_in += len(data)
+            if b"\t" in data and _TAB_BEFORE_VALUE.search(data) is not None:
+                raise HttpError(400, "a tab before a Transfer-Encoding, Content-Length "
+                                     "or Host value")
             if self.between_messages and not self.upgraded:
                 request = self._plain_head(data)
                 if request is not None:
@@ -278,6 +294,7 @@ class RequestReader:
                     return request
             request = self.request
             self._feed(data)
+            self._count_line_run(data)
             if self.events:
                 break
             if self.request is not request:
@@ -298,6 +315,22 @@ class RequestReader:
             self.events.popleft()
         return request
 
+    def _count_line_run(self, data: bytes) -> None:
+        """nginx refuses a header line over 8 KiB (large_client_header_buffers 4 8k).
+        llhttp drops the whitespace before a value, so a line of 60,000 spaces looks
+        short to on_header: the raw bytes since the last LF are counted across the
+        head's reads instead (a read is a page, so only a run across reads can be
+        that long)."""
+        first = data.find(b"\n")
+        if first < 0:
+            self.line_run += len(data)
+        elif self.line_run + first > MAX_LINE_SIZE:
+            self.line_run += first
+        else:
+            self.line_run = 0 if self.events else len(data) - data.rfind(b"\n") - 1
+        if self.line_run > MAX_LINE_SIZE:
+            raise HttpError(431, "request header line over 8 KiB")
+
     def _plain_head(self, data: bytes) -> Request | None:
         """A plain bodiless request at the start of `data`, read without llhttp;
         None if llhttp must read it (the bytes are then fed to it as usual)."""
@@ -316,7 +349,9 @@ class RequestReader:
                 tokens = add_connection_tokens(tokens, value)
             else:  # a second Host, framing, Upgrade, Expect, X-Forwarded-For...
                 return None
-        if not host or len(target) > MAX_URI_SIZE or match.end() > MAX_HEAD_SIZE:
+        # (A head read in one page has no line over MAX_LINE_SIZE.)
+        if (not host or len(target) > MAX_URI_SIZE or match.end() > MAX_LINE_SIZE
+                or not _valid_host(host)):
             return None
         path, _, query = target.partition(b"?")
         if b"%" in path or b"//" in path or b"/." in path or b"#" in path:
@@ -424,9 +459,12 @@ def _check_head(request: Request) -> None:
             if value.strip().lower() != b"100-continue":
                 raise HttpError(417, "unsupported Expect")
             request.expect_continue = request.version == "1.1"
-    # RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one in 1.0.
+    # RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one in 1.0, and a valid one
+    # (an empty Host too is refused, as nginx refuses it: no location serves it).
     if hosts > 1 or (hosts == 0 and request.version == "1.1"):
         raise HttpError(400, "a request needs exactly one Host header")
+    if hosts and not _valid_host(request.host):
+        raise HttpError(400, "invalid Host header")
     # RFC 9112 §6.3: Content-Length with Transfer-Encoding, or two lengths, is smuggling.
     if content_lengths > 1 or (content_lengths and request.chunked):
         raise HttpError(400, "ambiguous request framing")
@@ -464,7 +502,7 @@ def _take_absolute_form(request: Request, target: bytes) -> bytes:
         if 0 <= found < end:
             end = found
     host = target[start:end]
-    if not _valid_host(host):
+    if not _valid_host(host) or b"@" in host:  # no userinfo (RFC 9110 §4.2.4)
         raise HttpError(400, "invalid host in the request target")
     request.host = host
     headers = request.headers
@@ -479,6 +517,6 @@ def _take_absolute_form(request: Request, target: bytes) -> bytes:
 
 
 def _valid_host(host: bytes) -> bool:
-    """nginx's ngx_http_validate_host, simplified: a name, an IPv4 or [IPv6] address,
-    an optional port; no userinfo, no path, no empty label run."""
-    return bool(host) and not host.translate(None, _HOST_BYTES) and b".." not in host
+    """nginx's ngx_http_validate_host: not empty, no control, space, DEL or path
+    separator, no empty label."""
+    return bool(host) and _BAD_HOST.search(host) is None
