@@ -15,8 +15,11 @@ from __future__ import annotations
 
 from workers.response_head import ResponseHead
 
-# Heads kept per worker: past this, the table starts over (a stream of heads
-# that never repeat, such as varying lengths, costs one insert each).
+# The table is bounded in bytes: the heads, their parses' header lines and the
+# client heads kept may take BUDGET bytes, and at most _LIMIT heads are kept.
+# Past either, the table starts over (a stream of heads that never repeat, such
+# as varying lengths, costs one insert each).
+BUDGET = 128 * 1024
 _LIMIT = 64
 # A longer head (cookies, long headers) is too unlikely to repeat to be worth its memory.
 _MAX_HEAD = 1024
@@ -25,19 +28,23 @@ _MAX_HEAD = 1024
 class KnownReplies:
     """head bytes -> (the parsed head, the head sent to the client)."""
 
-    __slots__ = ("heads",)
+    __slots__ = ("heads", "size")
 
     def __init__(self) -> None:
         self.heads: dict[bytes, tuple[ResponseHead, bytes]] = {}
+        self.size = 0  # bytes kept: heads, their header lines, client heads
 
     def add(self, head: bytes, response: ResponseHead, client_head: bytes) -> None:
         """Keep `head`'s parse; `response` must not be changed afterwards."""
         if len(head) > _MAX_HEAD:
             return
         heads = self.heads
-        if len(heads) >= _LIMIT:
+        size = len(head) + len(response.lines) + len(client_head)
+        if len(heads) >= _LIMIT or self.size + size > BUDGET:
             heads.clear()
+            self.size = 0
         heads[head] = (response, client_head)
+        self.size += size
 
 
 known_replies = KnownReplies()

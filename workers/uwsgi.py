@@ -42,6 +42,8 @@ log = logging.getLogger("worker")
 # uWSGI's default --buffer-size: a bigger packet is dropped with no reply.
 UWSGI_DEFAULT_BUFFER_SIZE = 4096
 _SMALL_PIECE = 16384
+# The longest header lines whose vars a connection keeps (see _kept_shared_vars).
+_MAX_KEPT_LINES = 4096
 
 # One compiled uwsgi_param table per location, keyed by identity (as upstream pools).
 _params: dict[int, UwsgiParams] = {}
@@ -200,7 +202,8 @@ def request_packet(conn, request, content_length: int | None, params: UwsgiParam
 def _kept_shared_vars(conn, request):  # noqa: ANN001, ANN202
     """The request's `uwsgi_packet.SharedVars`, kept on the connection while its
     header lines repeat (a keep-alive client mostly sends the same ones again);
-    None for a head llhttp read (no lines as received) or a value of 4 KiB or more."""
+    None for a head llhttp read (no lines as received) or a value of 4 KiB or more.
+    Not kept for header lines over _MAX_KEPT_LINES bytes."""
     lines = request.lines
     if lines is None:
         return None
@@ -209,7 +212,10 @@ def _kept_shared_vars(conn, request):  # noqa: ANN001, ANN202
         return kept[2]
     shared = shared_vars(request.version, request.headers, conn.client_ip, conn.client_port,
                          conn.server_port, _server_name(request, conn))
-    conn.uwsgi_vars = None if shared is None else (lines, request.version, shared)
+    # Kept only for a head of a few KiB: the kept lines and vars stay with the
+    # connection while it idles, and a worker holds thousands of connections.
+    conn.uwsgi_vars = (None if shared is None or len(lines) > _MAX_KEPT_LINES
+                       else (lines, request.version, shared))
     return shared
 
 

@@ -33,8 +33,38 @@ MAX_VARS_SIZE = 0xFFFF
 
 _pack_u16 = struct.Struct("<H").pack
 _pack_header = struct.Struct("<BHB").pack
+
+# The caches below are keyed by names a client chooses, so they are bounded in
+# bytes, never by a count of entries (a count of 10 KB names is tens of MiB): a
+# name longer than MAX_CACHED_NAME is encoded every time (real header names are
+# short: Access-Control-Request-Headers, among the longest, is 30 bytes), and a
+# table starts over once its names and encodings pass CACHE_BUDGET bytes.
+MAX_CACHED_NAME = 64
+CACHE_BUDGET = 256 * 1024
+
+
+class NameCache:
+    """name -> its encoding, for names seen before, bounded in bytes (see above)."""
+
+    __slots__ = ("table", "size")
+
+    def __init__(self) -> None:
+        self.table: dict[bytes, bytes] = {}
+        self.size = 0  # bytes of the names and encodings kept
+
+    def keep(self, name: bytes, encoded: bytes) -> None:
+        if len(name) > MAX_CACHED_NAME:
+            return
+        size = len(name) + len(encoded)
+        if self.size + size > CACHE_BUDGET:
+            self.table.clear()
+            self.size = 0
+        self.table[name] = encoded
+        self.size += size
+
+
 # Encoded `u16le len + key` of var names seen before: the keys rarely change.
-_KEY_PREFIXES: dict[bytes, bytes] = {}
+_KEY_PREFIXES = NameCache()
 
 # nginx's uwsgi_params, in the file's order (HTTPS is sent only when not empty).
 STANDARD_VARS = (
@@ -223,14 +253,13 @@ def encode_vars(variables: Sequence[tuple[bytes, bytes]]) -> bytes:
     """The vars block: `u16le len, key, u16le len, value` per var. Raises `VarsTooBig`."""
     parts = []
     append = parts.append
-    prefixes = _KEY_PREFIXES
+    prefixes = _KEY_PREFIXES.table
     try:
         for key, value in variables:
             prefix = prefixes.get(key)
             if prefix is None:
                 prefix = _pack_u16(len(key)) + key
-                if len(prefixes) < 4096:  # the standard vars and common headers
-                    prefixes[key] = prefix
+                _KEY_PREFIXES.keep(key, prefix)  # the standard vars and common headers
             append(prefix)
             append(_pack_u16(len(value)))
             append(value)
@@ -267,7 +296,7 @@ _SHARED_TEMPLATE = b"".join(
                   b"REQUEST_SCHEME": _pack_u16(4) + b"http"}.get(name, b"%b%b")
     for name in STANDARD_VARS[6:] if name != b"HTTPS")
 # Client header name -> `u16 len, HTTP_NAME` (b"" for a name nginx ignores).
-_HEADER_KEYS: dict[bytes, bytes] = {}
+_HEADER_KEYS = NameCache()
 # The u16 of every length under 4 KiB: an index instead of a pack() call per var.
 _SHORT_U16 = tuple(_pack_u16(length) for length in range(4096))
 
@@ -334,14 +363,13 @@ def shared_vars(version: str, headers: Sequence[tuple[bytes, bytes]], remote_add
     content_type = None
     parts: list[bytes] = []
     joined: dict[bytes, bytes] = {}
-    keys = _HEADER_KEYS
+    keys = _HEADER_KEYS.table
     for name, value in headers:
         key = keys.get(name)
         if key is None:
             var = _header_var(name)
             key = b"" if var is None else _key(var)
-            if len(keys) < 4096:
-                keys[name] = key
+            _HEADER_KEYS.keep(name, key)
         if not key:
             continue
         if content_type is None and len(name) == 12 and name.lower() == b"content-type":
