@@ -11,6 +11,7 @@ never imports gevent.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -201,16 +202,13 @@ def test_a_unix_listener_is_created_with_its_final_mode_and_never_chmodded(
     try:
         sock = listeners.bind(Listen(parse_address(f"unix:{path}")))
         umask_after = os.umask(restrictive)
-    finally:
-        os.umask(restrictive)
-    try:
+        sock.close()
         assert modes == [0o666], [oct(mode) for mode in modes]
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o666
         assert umask_after == 0o077, "bind() left the umask changed"
     finally:
-        sock.close()
-        os.unlink(path)
-        os.rmdir(directory)
+        os.umask(restrictive)
+        shutil.rmtree(directory)
 
 
 def test_a_sigkilled_worker_is_replaced(start_proxy, upstream) -> None:  # noqa: ANN001
