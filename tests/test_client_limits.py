@@ -37,7 +37,7 @@ MARGIN = 1.5
 def site(engine_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     with running_site(tmp_path_factory.mktemp(f"limits-{engine_path}"), f"""
         workers = 1
-        access_log = "off"
+        access_log = "{{dir}}/access.log"
         client_header_timeout = "{HEADER_TIMEOUT}s"
         client_body_timeout = "60s"
         client_keepalive_requests = 3
@@ -174,6 +174,10 @@ def test_a_client_that_never_reads_is_closed_at_the_send_timeout(site: Site) -> 
             pass
     assert took <= SEND_TIMEOUT + MARGIN, took
     assert received < size, "the whole reply came: the connection was not closed"
+    # nginx logs a request whose client timed out, with what was sent.
+    log = site.proxy.config_path.parent / "access.log"
+    wait_for(lambda: f"GET /bytes/{size} " in log.read_text(), timeout=5,
+             message="the access log line of the timed-out request")
 
 
 # -- client_keepalive_requests -------------------------------------------------------

@@ -165,6 +165,9 @@ class ClientConnection:
             keep = run()
         except HttpError as exc:
             keep = self._fail(exc, request)
+        except OSError:  # as in handle()
+            self.site.log_request(self, request)
+            raise
         self.site.log_request(self, request)
         return keep
 
@@ -191,6 +194,9 @@ class ClientConnection:
                 keep = proxy_http.forward(self, request, location)
         except HttpError as exc:
             keep = self._fail(exc, request)
+        except OSError:  # TimeoutError included: the client timed out or went away
+            self.site.log_request(self, request)  # nginx logs it, with what was sent
+            raise
         self.site.log_request(self, request)
         return keep
 
