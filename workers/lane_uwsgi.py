@@ -13,9 +13,10 @@ Here, from the client's read callback (workers/lane.py):
    waits for it (`uwsgi.resume`).
 3. The reply: the lane waits only while the head is incomplete (nothing can
    be sent yet). Once the head is in, what the server has sent so far is read
-   without waiting, and a whole HTTP-style head with a whole small body (a
-   Content-Length, or the server's close already read) goes to the client in
-   one send; the connection is closed, as nginx closes it.
+   without waiting, now and once more at the end of the loop iteration (when
+   the lane's answers go out anyway), and a whole HTTP-style head with a whole
+   small body (a Content-Length, or the server's close already read) goes to
+   the client in one send; the connection is closed, as nginx closes it.
 
 Anything else goes to the greenlet: a failed connect before anything is sent
 restarts the request on the usual path, which reports it; after the packet
@@ -61,6 +62,17 @@ def _send_queued_packet(item: tuple) -> None:
 # bytes). They go out together at the end of the loop iteration that began them,
 # as nginx writes them once the connects report writable (see iteration_batch.py).
 _unsent_packets = IterationBatch(_send_queued_packet)
+
+
+def _look_again(item: tuple) -> None:
+    lane, sock = item
+    if lane.connection is sock:  # (not disarmed in the meantime)
+        lane._uwsgi_readable(last_look=True)
+
+
+# Calls whose reply head is in but whose body is not whole yet: read once more at
+# the end of the iteration, then answered whole or handed to the greenlet.
+_last_looks = IterationBatch(_look_again)
 
 
 def _read_available(sock, data: bytes) -> tuple[bytes, bool]:  # noqa: ANN001
@@ -125,11 +137,13 @@ class UwsgiLane:
             watcher.fd = sock.fileno()
         watcher.start(self._uwsgi_readable)
 
-    def _uwsgi_readable(self) -> None:
+    def _uwsgi_readable(self, last_look: bool = False) -> None:
         sock = self.connection
         try:
             more = sock.recv(HEAD_RECV_SIZE)
         except BlockingIOError:
+            if last_look:  # nothing more came in the iteration: the greenlet streams
+                return self._to_greenlet(self.received)
             return
         except OSError as exc:
             # A reset is reported once, to this read: hand the greenlet the error
@@ -170,6 +184,13 @@ class UwsgiLane:
                     return self._hand_over(uwsgi.reply_read_failed(exc, data,
                                                                    self.packet_size))
                 rest = data[end:]
+                if not (closed or last_look) and len(data) < _SMALL_REPLY \
+                        and (length is None or len(rest) < length):
+                    # One more look at the end of this loop iteration, when the
+                    # lane's answers go out anyway (iteration_batch.py): the close
+                    # that follows a short reply has often come by then.
+                    self.received = data
+                    return _last_looks.add((self, sock))
             if closed and length is None:
                 # uWSGI closes after the body: with the close in hand the body is
                 # whole and gets a length (relay_response's own rule).
