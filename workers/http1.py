@@ -39,7 +39,9 @@ MAX_LINE_SIZE = 8 * 1024
 MAX_URI_SIZE = 8 * 1024
 _HEAD, _BODY, _END = 0, 1, 2
 # llhttp drops the whitespace before a value and keeps what trails it: so do these.
-_HEADER_LINE = re.compile(rb"\n([^:\r\n]+):[ \t]*([^\r]*)\r")
+# (No CR after the value's run: `[ \t]*([^\r]*)\r` would backtrack quadratically
+# over a run of spaces with no CR after it; the run stops at the CR anyway.)
+_HEADER_LINE = re.compile(rb"\n([^:\r\n]+):[ \t]*([^\r]*)")
 _NO_TOKENS: frozenset[bytes] = frozenset()
 # nginx's ngx_http_validate_host refuses these in a host: controls, space, DEL, a path
 # separator, and an empty label ("..").
@@ -61,7 +63,7 @@ _PLAIN_REQUEST_HEAD = re.compile(
 # (llhttp reads Proxy-Connection as Connection; that case is left to it.)
 _NOTABLE_LINE = re.compile(
     rb"\n(host|connection|content-length|transfer-encoding|upgrade|expect|x-forwarded-for"
-    rb"|proxy-connection):[ \t]*([^\r]*)\r",
+    rb"|proxy-connection):[ \t]*([^\r]*)",
     re.IGNORECASE)
 
 
@@ -119,7 +121,12 @@ class RequestReader:
         self.upgraded = False  # llhttp saw an Upgrade: it alone reads from then on
         self.in_trailer = False  # the head is complete: header callbacks are trailer fields
         self.line_run = 0  # raw bytes of the head since its last LF (_count_line_run)
+        self.tab_tail = b""  # an unfinished head's last line (_refuse_tab_before_value)
+        self.in_head = False  # llhttp is inside a request head
+        self.heads_begun = 0  # heads llhttp began during the current feed
         self.priming = False  # a primer head is being fed (see _decline_upgrade)
+        self.between_messages_before = True  # between_messages when the feed began
+        self.events_before = 0  # len(events) when the feed began
         # A parse error met after complete requests in the same read: raised once
         # those are served (nginx answers a valid request, then the 400).
         self.deferred_error: HttpError | None = None
@@ -128,6 +135,8 @@ class RequestReader:
     def on_message_begin(self) -> None:
         if self.priming:
             return
+        self.in_head = True
+        self.heads_begun += 1
         self.request = Request()
         self.head_size = 0
         self.between_messages = False
@@ -158,6 +167,7 @@ class RequestReader:
         self.request.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         if self.priming:
             self.priming = False
             return
@@ -200,12 +210,18 @@ class RequestReader:
         self._feed(data)
 
     def _feed(self, data: bytes) -> None:
+        started_in_head = self.in_head or self.between_messages
+        self.between_messages_before = self.between_messages
+        self.heads_begun = 0
+        self.events_before = len(self.events)
+        declined = None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             rest = data[upgrade.args[0]:]
             if self.request is not None and self.request.has_body:
-                self._decline_upgrade(rest)
+                declined = rest  # read outside this handler, so that an error met there
+                # keeps its own status (not this exception as its context)
             else:
                 self.upgrade_rest = rest
                 self.upgraded = True
@@ -215,10 +231,25 @@ class RequestReader:
                          else HttpError(400, f"bad request: {exc}"))
         except httptools.HttpParserError as exc:
             self._refuse(HttpError(400, f"bad request: {exc}"))
+        if declined is not None:
+            self._decline_upgrade(declined)
+        if b"\t" in data or self.tab_tail:
+            self._refuse_tab_before_value(data, started_in_head)
+        if self.in_head:  # keep the unfinished line (bounded by _count_line_run)
+            last = data.rfind(b"\n")
+            self.tab_tail = (self.tab_tail + data if last < 0
+                             else data[max(last - 1, 0):])[-MAX_LINE_SIZE - 64:]
+        elif self.tab_tail:
+            self.tab_tail = b""
 
-    def _refuse(self, error: HttpError) -> None:
-        """Raise a parse error now, or after the whole requests read before it."""
-        if any(kind == _END for kind, _ in self.events):
+    def _refuse(self, error: HttpError, drop_unfinished: bool = False) -> None:
+        """Raise a parse error now, or after the whole requests read before it (with
+        `drop_unfinished`, what was queued after the last of them is dropped)."""
+        events = self.events
+        if any(kind == _END for kind, _ in events):
+            if drop_unfinished:
+                while events[-1][0] != _END:
+                    events.pop()
             self.deferred_error = error
             return
         raise error from None
@@ -284,9 +315,6 @@ class RequestReader:
                     return None
                 self.started = True
                 stats.bytes_in += len(data)
-            if b"\t" in data and _TAB_BEFORE_VALUE.search(data) is not None:
-                raise HttpError(400, "a tab before a Transfer-Encoding, Content-Length "
-                                     "or Host value")
             if self.between_messages and not self.upgraded:
                 request = self._plain_head(data)
                 if request is not None:
@@ -315,6 +343,34 @@ class RequestReader:
             self.events.popleft()
         return request
 
+    def _refuse_tab_before_value(self, data: bytes, started_in_head: bool) -> None:
+        """400 for a tab before a Transfer-Encoding, Content-Length or Host value.
+
+        llhttp drops it, so the raw bytes just fed are looked at, as far as they
+        hold heads: a read that held one head only (from its start, or continuing
+        the previous read's) is looked at up to that head's end, so a body in the
+        same read is not; a read in which a head began after a body is looked at
+        whole; a read of body bytes alone, not at all. What llhttp queued of the
+        refused request and after it is dropped; the requests before it are
+        answered first (`_refuse`): a pipelined request that came in the same read
+        as the refused one is not, and the client may send it again."""
+        heads = self.heads_begun + (1 if started_in_head and not self.between_messages_before
+                                    else 0)
+        if heads == 0:
+            return
+        window = self.tab_tail + data if self.tab_tail else data
+        if heads == 1 and started_in_head:
+            end = window.find(b"\r\n\r\n")
+            if end >= 0:
+                window = window[:end]
+        if b"\t" in window and _TAB_BEFORE_VALUE.search(window) is not None:
+            # Which head held it is not known: what this read queued is dropped.
+            events = self.events
+            while len(events) > self.events_before:
+                events.pop()
+            self._refuse(HttpError(400, "a tab before a Transfer-Encoding, Content-Length "
+                                        "or Host value"), drop_unfinished=True)
+
     def _count_line_run(self, data: bytes) -> None:
         """nginx refuses a header line over 8 KiB (large_client_header_buffers 4 8k).
         llhttp drops the whitespace before a value, so a line of 60,000 spaces looks
@@ -338,6 +394,8 @@ class RequestReader:
         if match is None:
             return None
         method, target, minor, lines = match.groups()
+        if b"\t" in lines and _TAB_BEFORE_VALUE.search(lines) is not None:
+            return None  # llhttp's path refuses it (_refuse_tab_before_value)
         host = None
         tokens = _NO_TOKENS
         for name, value in _NOTABLE_LINE.findall(lines):
@@ -435,7 +493,7 @@ def _check_head(request: Request) -> None:
         lower = name.lower()
         if lower == b"host":
             hosts += 1
-            request.host = value
+            request.host = value.rstrip(b" \t")  # OWS is not part of a value (RFC 9110 §5.5)
         elif lower == b"content-length":
             content_lengths += 1
             # llhttp keeps trailing whitespace (OWS, RFC 9110 §5.5), as nginx strips it.
@@ -445,7 +503,10 @@ def _check_head(request: Request) -> None:
         elif lower == b"transfer-encoding":
             # RFC 9112 §6.1: we accept exactly "chunked"; anything else could be read
             # differently by another parser (llhttp also rejects most of these).
-            if value.strip().lower() != b"chunked" or request.chunked:
+            # llhttp's own reading: spaces may trail the coding, a tab may not (and
+            # the leniencies of _expect_trailer would let it read such a body until
+            # the close): the same rule here, so that both read one framing.
+            if value.rstrip(b" ").lower() != b"chunked" or request.chunked:
                 raise HttpError(400, "unsupported Transfer-Encoding")
             request.chunked = True
         elif lower == b"connection":

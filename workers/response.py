@@ -32,7 +32,7 @@ class ChunkedBody:
     exactly as it would have after the real head.
     """
 
-    __slots__ = ("parser", "pieces", "complete", "extra")
+    __slots__ = ("parser", "pieces", "complete", "extra", "tail")
 
     _PRIMER = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
 
@@ -40,8 +40,14 @@ class ChunkedBody:
         self.pieces: list[bytes] = []
         self.complete = False
         self.extra = False  # bytes followed the last chunk
+        self.tail = b""  # the last bytes fed, to see where the body ended
         self.parser = httptools.HttpResponseParser(self)
         self.parser.feed_data(self._PRIMER)
+        # The trailer section is dropped (nginx does not relay it); llhttp would
+        # refuse a Content-Length or Transfer-Encoding in it, as in a head. These two
+        # leniencies only allow that: the head was the primer's.
+        self.parser.set_dangerous_leniencies(lenient_chunked_length=True,
+                                             lenient_transfer_encoding=True)
 
     # -- httptools callbacks ---------------------------------------------------
     def on_message_begin(self) -> None:
@@ -55,6 +61,9 @@ class ChunkedBody:
         self.complete = True
 
     def feed(self, data: bytes) -> None:
+        if self.complete:
+            self.extra = self.extra or bool(data)
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -63,7 +72,19 @@ class ChunkedBody:
                 return
             raise UpstreamError(502, f"upstream sent an invalid response: {exc}") from None
         except httptools.HttpParserError as exc:
+            if self.complete:  # llhttp's view of what follows the body: ours is "excess"
+                self.extra = True
+                return
             raise UpstreamError(502, f"upstream sent an invalid response: {exc}") from None
+        if self.complete and not self.extra:
+            # llhttp skips empty lines after a message without a word, so bytes past
+            # the end show only here: a chunked body ends with CRLF CRLF, after the
+            # last chunk's size line or a trailer field, never after an empty line.
+            tail = (self.tail + data)[-6:]
+            if not tail.endswith(b"\r\n\r\n") or tail.endswith(b"\r\n\r\n\r\n"):
+                self.extra = True
+        else:
+            self.tail = (self.tail + data)[-6:] if len(data) < 6 else data[-6:]
 
 
 def read_response_head(sock, data: bytes | None = None) -> tuple[ResponseHead, bytes]:  # noqa: ANN001
@@ -164,7 +185,7 @@ def relay_response(conn, request, upstream_sock, response: ResponseHead,  # noqa
         chunks.feed(rest)
         conn.send(head + _rechunk(chunks, conn, client_11))
         while not chunks.complete:
-            data = upstream_sock.recv(65536)
+            data = _mid_reply(upstream_sock.recv, 65536)
             if not data:
                 raise UpstreamError(502, "upstream closed the connection mid-body")
             chunks.feed(data)
@@ -177,7 +198,7 @@ def relay_response(conn, request, upstream_sock, response: ResponseHead,  # noqa
     conn.send(head + _frame(rest, client_11) if rest else head)
     conn.body_bytes += len(rest)
     while True:
-        data = upstream_sock.recv(65536)
+        data = _mid_reply(upstream_sock.recv, 65536)
         if not data:
             break
         conn.body_bytes += len(data)
@@ -185,6 +206,18 @@ def relay_response(conn, request, upstream_sock, response: ResponseHead,  # noqa
     if client_11:
         conn.send(header_rules.LAST_CHUNK)
     return keep_alive, False
+
+
+def _mid_reply(recv, *args):  # noqa: ANN001, ANN002, ANN202 - a bound recv and its arguments
+    """An upstream read once the reply has started: a timeout or a failure is the
+    upstream's, logged and counted as such (proxy_http._relay), and cuts the reply
+    off; it must not pass for the client's own timeout."""
+    try:
+        return recv(*args)
+    except TimeoutError:
+        raise UpstreamError(504, "upstream timed out mid-reply") from None
+    except OSError as exc:
+        raise UpstreamError(502, f"upstream connection failed mid-reply: {exc}") from None
 
 
 def _read_available(sock, rest: bytes) -> tuple[bytes, bool]:  # noqa: ANN001
@@ -224,7 +257,7 @@ def _copy_exactly(upstream_sock, conn, remaining: int) -> None:  # noqa: ANN001
     buffer = pool.get()
     try:
         while remaining > 0:
-            count = upstream_sock.recv_into(buffer, min(remaining, len(buffer)))
+            count = _mid_reply(upstream_sock.recv_into, buffer, min(remaining, len(buffer)))
             if not count:
                 raise UpstreamError(502, "upstream closed the connection mid-body")
             conn.send(buffer[:count])
