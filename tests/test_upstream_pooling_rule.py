@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.engine_paths import engine_env
+from tests.support.processes import Proxy, free_port, wait_for
 from tests.support.scripted_http import ScriptedHttp
 from tests.support.wire import Wire, request
 
@@ -66,9 +67,8 @@ def upstream() -> Iterator[ScriptedHttp]:
 
 
 @pytest.fixture(scope="module")
-def proxy_port(engine_path: str, upstream: ScriptedHttp,
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    from tests.support.processes import Proxy, free_port
+def proxy(engine_path: str, upstream: ScriptedHttp,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     directory = tmp_path_factory.mktemp(f"pooling-{engine_path}")
     port = free_port()
     config = directory / "proxy.toml"
@@ -83,12 +83,18 @@ listen = ["127.0.0.1:{port}"]
   path = "/"
   proxy_pass = "http://hostile"
 """)
-    proxy = Proxy(config, directory / "proxy.log", env=engine_env(engine_path))
+    running = Proxy(config, directory / "proxy.log", env=engine_env(engine_path))
+    running.port = port
     try:
-        proxy.wait_serving()
-        yield port
+        running.wait_serving()
+        yield running
     finally:
-        proxy.stop()
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy_port(proxy: Proxy) -> int:
+    return proxy.port
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
@@ -113,3 +119,14 @@ def test_a_reply_that_ends_exactly_is_reused(proxy_port: int, upstream: Scripted
             wire.send(request("GET", f"/exact{index}"))
             assert wire.response().body == b"honest /exact%d" % index
     assert upstream.connections == before
+
+
+def test_the_excess_is_logged_once_for_its_connection(proxy: Proxy) -> None:
+    before = proxy.log().count("bytes past the end of a reply")
+    with Wire(proxy.port) as wire:
+        wire.send(request("GET", "/cl-short") + request("GET", "/after"))
+        wire.response()
+        assert wire.response().body == b"honest /after"
+    wait_for(lambda: proxy.log().count("bytes past the end of a reply") == before + 1,
+             message="one log line for the poisoned connection")
+    assert f"sent {len(POISON)} bytes past the end of a reply" in proxy.log()

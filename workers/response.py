@@ -16,6 +16,7 @@ from workers.buffers import pool
 from workers.errors import UpstreamError
 from workers.http1 import HEAD_RECV_SIZE
 from workers.response_head import ResponseHead, parse_response_head
+from workers.upstreams import log_excess
 
 MAX_RESPONSE_HEAD = 64 * 1024
 _NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)
@@ -167,6 +168,8 @@ def relay_response(conn, request, upstream_sock, response: ResponseHead,  # noqa
 
     if body == _NO_BODY:
         conn.send(head)
+        if rest:
+            log_excess(upstream_sock, len(rest), "a body of at least ")
         return keep_alive, response.keep_alive and not rest
     if body == _LENGTH:
         length = response.content_length
@@ -179,6 +182,8 @@ def relay_response(conn, request, upstream_sock, response: ResponseHead,  # noqa
         conn.body_bytes += min(have, length)
         if have < length:
             _copy_exactly(upstream_sock, conn, length - have)
+        if have > length:
+            log_excess(upstream_sock, have - length)
         return keep_alive, response.keep_alive and have <= length
     if body == _CHUNKED:
         chunks = ChunkedBody()
@@ -193,6 +198,8 @@ def relay_response(conn, request, upstream_sock, response: ResponseHead,  # noqa
                 conn.send(_rechunk(chunks, conn, client_11))
         if client_11:
             conn.send(header_rules.LAST_CHUNK)
+        if chunks.extra:
+            log_excess(upstream_sock, None)
         return keep_alive, response.keep_alive and not chunks.extra
     # _UNTIL_CLOSE: an HTTP/1.0-style body that ends when the upstream closes.
     conn.send(head + _frame(rest, client_11) if rest else head)

@@ -132,12 +132,24 @@ def _log_excess(connection: UpstreamConnection) -> None:
     sock = connection.sock.sock
     try:
         waiting = len(sock.recv(65536, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-        peer = sock.getpeername()
     except OSError:
         return  # closed by the upstream: nothing to report
     if waiting:
-        log.warning("upstream %s sent %s%d bytes past the end of a reply; connection closed",
-                    peer, "at least " if waiting == 65536 else "", waiting)
+        log_excess(connection.sock, waiting, "at least " if waiting == 65536 else "")
+
+
+def log_excess(stream: Stream, count: int | None, qualifier: str = "") -> None:
+    """One warning for a connection whose upstream sent more than its reply's framing
+    (nginx: "upstream sent more data than specified"); the connection is closed.
+    `count` is None when the number of bytes is not known."""
+    try:
+        host, port = stream.sock.getpeername()[:2]
+        peer = f"{host}:{port}"
+    except OSError:
+        peer = "(closed)"
+    amount = "" if count is None else f"{qualifier}{count} "
+    log.warning("upstream %s sent %sbytes past the end of a reply; connection closed",
+                peer, amount)
 
 
 def connect(address: Address, timeout: float, nodelay: bool = True) -> Stream:
