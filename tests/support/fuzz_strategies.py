@@ -569,6 +569,10 @@ class UpstreamSocket:
     def __init__(self, pieces: list[bytes], closes: bool) -> None:
         self.pieces = [piece for piece in pieces if piece]
         self.closes = closes
+        self.sock = self  # as workers.stream.Stream's raw socket, for the excess log line
+
+    def getpeername(self) -> tuple[str, int]:
+        return ("127.0.0.1", 0)
 
     def _next(self, size: int) -> bytes | None:
         if not self.pieces:
