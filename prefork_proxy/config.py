@@ -162,6 +162,11 @@ class Location:
     websocket: bool = _setting(True, _boolean)
     # nginx's client_max_body_size default is 1m; "0" means unlimited.
     client_max_body_size: int = _setting(1 << 20, parse_size)
+    # nginx's proxy_request_buffering on: a chunked request body is read whole (in
+    # memory up to client_body_buffer_size, then a temporary file) and sent with a
+    # Content-Length; false streams it as received.
+    request_buffering: bool = _setting(True, _boolean)
+    client_body_buffer_size: int = _setting(16 << 10, parse_size)
     uwsgi_param: tuple[tuple[bytes, bytes], ...] = _setting((), _byte_table)
     # Each is one byte of the uwsgi packet header (0 = a WSGI request).
     uwsgi_modifier1: int = _setting(0, _byte)

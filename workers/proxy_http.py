@@ -23,6 +23,7 @@ from workers import headers as header_rules
 from workers.errors import HttpError, UpstreamError
 from workers.response import read_response_head, relay_response
 from workers.routing import upstream_target
+from workers.spooled_body import SpooledBody, read_whole_body
 from workers.stats import stats
 from workers.tunnel import run_tunnel
 from workers.upstreams import UpstreamConnection, pool_for
@@ -35,7 +36,23 @@ _NOT_RETRIED_ONCE_SENT = frozenset({b"POST", b"LOCK", b"PATCH"})
 
 def forward(conn, request, location) -> bool:  # noqa: ANN001
     """Proxy `request` to the location's upstream; returns whether the client
-    connection may stay open for another request."""
+    connection may stay open for another request.
+
+    A chunked body is read whole first and sent with a Content-Length (nginx's
+    `proxy_request_buffering on`), unless the location sets `request_buffering =
+    false`; held whole, it can be sent again by a retry.
+    """
+    if not (request.chunked and location.request_buffering):
+        return _forward(conn, request, location, None)
+    body = read_whole_body(conn, location.client_max_body_size,
+                           location.client_body_buffer_size)
+    try:
+        return _forward(conn, request, location, body)
+    finally:
+        body.close()
+
+
+def _forward(conn, request, location, body: SpooledBody | None) -> bool:  # noqa: ANN001
     pool = pool_for(location.upstream)
     balancer = pool.balancer
     target = upstream_target(request, location)
@@ -49,7 +66,9 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
         if request.upgrade is not None and location.websocket \
                 and request.upgrade.lower() == b"websocket":
             upgrade = request.upgrade
-        if request.chunked:
+        if body is not None:
+            framing = b"Content-Length: %d\r\n" % body.size
+        elif request.chunked:
             framing = b"Transfer-Encoding: chunked\r\n"
         elif request.content_length is not None and (
                 request.content_length or request.method in (b"POST", b"PUT", b"PATCH")):
@@ -77,7 +96,10 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
             sock = connection.sock
             peer.conns += 1
             try:
-                if has_body:
+                if body is not None:  # in hand: it may be sent again
+                    sock.timeout = location.send_timeout
+                    body.send(sock.sendall, head)
+                elif has_body:
                     _send_request(conn, request, sock, head, location, body_started)
                 else:
                     sock.timeout = location.send_timeout

@@ -1,8 +1,10 @@
 """A request body held whole: in memory up to a threshold, then in a temporary file.
 
 uWSGI reads exactly CONTENT_LENGTH body bytes, so a chunked request body must
-be read to its end before the packet can say how long it is. nginx does the
-same: `client_body_buffer_size` in memory, the rest in `client_body_temp_path`.
+be read to its end before the packet can say how long it is; proxy_pass does
+the same (nginx's `proxy_request_buffering on`), for the WSGI stacks behind an
+HTTP server that read by Content-Length too. As nginx: `client_body_buffer_size`
+in memory, the rest in a temporary file (`client_body_temp_path`).
 Memory stays bounded by the threshold whatever the body's size; the file is
 unnamed (`tempfile.TemporaryFile`) and vanishes when closed.
 """
@@ -14,8 +16,9 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from workers.buffers import pool
+from workers.errors import HttpError
 
-SPOOL_THRESHOLD = 1 << 20  # 1 MiB in memory, then a temporary file
+SPOOL_THRESHOLD = 16 << 10  # nginx's client_body_buffer_size on 64-bit platforms
 
 
 class SpooledBody:
@@ -65,3 +68,17 @@ class SpooledBody:
         if self.file is not None:
             self.file.close()
             self.file = None
+
+
+def read_whole_body(conn, limit: int, threshold: int = SPOOL_THRESHOLD) -> SpooledBody:  # noqa: ANN001 - a ClientConnection
+    """The client's (de-chunked) request body, whole; 413 past `limit` (0: none)."""
+    body = SpooledBody(threshold)
+    try:
+        while (piece := conn.reader.read_body(conn.body_timeout)) is not None:
+            body.write(piece)
+            if limit and body.size > limit:
+                raise HttpError(413, f"request body over client_max_body_size ({limit} bytes)")
+    except BaseException:
+        body.close()
+        raise
+    return body

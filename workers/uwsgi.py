@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 import time
 
-from workers.errors import HttpError, UpstreamError
+from workers.errors import UpstreamError
 from workers.http1 import HEAD_RECV_SIZE
 from workers.response import MAX_RESPONSE_HEAD, relay_response
 from workers.response_head import ResponseHead, parse_response_head
-from workers.spooled_body import SpooledBody
+from workers.spooled_body import SpooledBody, read_whole_body
 from workers.stats import stats
 from workers.stream import Stream
 from workers.upstreams import connect, pool_for
@@ -58,7 +58,8 @@ def forward(conn, request, location) -> bool:  # noqa: ANN001
     params = params_for(location)
     body: SpooledBody | None = None
     if request.chunked:
-        body = _read_whole_body(conn, location.client_max_body_size)
+        body = read_whole_body(conn, location.client_max_body_size,
+                               location.client_body_buffer_size)
         content_length: int | None = body.size
     else:
         content_length = request.content_length
@@ -240,20 +241,6 @@ def _local_ip(conn) -> bytes:  # noqa: ANN001
     except OSError:
         return b""
     return local[0].encode("ascii") if isinstance(local, tuple) else b""
-
-
-def _read_whole_body(conn, limit: int) -> SpooledBody:  # noqa: ANN001
-    """De-chunk the request body into memory or a temporary file (413 past `limit`)."""
-    body = SpooledBody()
-    try:
-        while (piece := conn.reader.read_body(conn.body_timeout)) is not None:
-            body.write(piece)
-            if limit and body.size > limit:
-                raise HttpError(413, f"request body over client_max_body_size ({limit} bytes)")
-    except BaseException:
-        body.close()
-        raise
-    return body
 
 
 def _send_request(conn, request, sock, packet: bytes, body: SpooledBody | None) -> None:  # noqa: ANN001
