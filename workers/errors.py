@@ -6,15 +6,25 @@ into a short response and a log line, and never has to guess the status.
 
 from __future__ import annotations
 
-REASONS = {
-    100: "Continue", 101: "Switching Protocols", 200: "OK", 204: "No Content",
-    301: "Moved Permanently", 302: "Found", 304: "Not Modified", 400: "Bad Request",
-    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-    411: "Length Required", 413: "Content Too Large", 414: "URI Too Long",
-    417: "Expectation Failed", 431: "Request Header Fields Too Large",
-    500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",
-    503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+from http import HTTPStatus
+
+# The one table of reason phrases: the standard library's, with RFC 9110 §15's names
+# where Python 3.11 still has RFC 7231's (3.13 renamed them too), so that the
+# phrases do not change with the interpreter. Our own error pages and a uWSGI
+# reply's `Status: 404` with no phrase both read it.
+REASONS: dict[int, str] = {status.value: status.phrase for status in HTTPStatus} | {
+    413: "Content Too Large",  # RFC 9110 §15.5.14
+    414: "URI Too Long",  # §15.5.15
+    416: "Range Not Satisfiable",  # §15.5.17
+    422: "Unprocessable Content",  # §15.5.21
 }
+_REASON_BYTES = {status: phrase.encode("ascii") for status, phrase in REASONS.items()}
+
+
+def reason_phrase(status: int) -> bytes:
+    """The standard phrase of `status`, or b"" for a code with none (nginx then writes
+    the status line with the code alone)."""
+    return _REASON_BYTES.get(status, b"")
 
 
 class HttpError(Exception):

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import re
 
+from workers import abnf
+
 # RFC 9110 §7.6.1 and nginx's proxy module: never copied from one hop to the next.
 # Content-Length is regenerated; Expect is answered by the proxy itself.
 HOP_BY_HOP = frozenset({
@@ -31,13 +33,15 @@ FORWARDED = frozenset({b"x-forwarded-for", b"x-real-ip", b"x-forwarded-proto",
                        b"x-forwarded-host"})
 _DROP_FROM_REQUEST = HOP_BY_HOP | FORWARDED
 
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_TCHAR = abnf.TCHAR
+# A tchar other than '_' (RFC 9110 §5.6.2 with nginx's underscores_in_headers off).
+_TCHAR_NOT_UNDERSCORE = b"[" + abnf.TCHAR_SET.replace(b"_", b"") + b"]"
 
 
 def _line_of(names: frozenset[bytes]) -> re.Pattern[bytes]:
     """One header line, with the CRLF before it, of any of `names` or a Proxy-* header."""
     alternatives = b"|".join(re.escape(name) for name in sorted(names))
-    return re.compile(rb"\r\n(?:" + alternatives + rb"|proxy" + _TOKEN + rb"*):[^\r]*",
+    return re.compile(abnf.CRLF + b"(?:" + alternatives + b"|proxy" + _TCHAR + rb"*):[^\r]*",
                       re.IGNORECASE)
 
 
@@ -58,8 +62,8 @@ _NOT_RELAYED_LINE = _line_of(_NOT_RELAYED)
 # `underscores_in_headers off` (most WSGI stacks read X_Forwarded_For as
 # X-Forwarded-For). The first class has no '_', so the expression cannot backtrack.
 _NOT_FORWARDED_LINE = re.compile(
-    rb"\r\n(?:" + b"|".join(re.escape(name) for name in sorted(_DROP_FROM_REQUEST))
-    + rb"|proxy" + _TOKEN + rb"*|[!#$%&'*+\-.^`|~0-9A-Za-z]*_" + _TOKEN + rb"*):[^\r]*",
+    abnf.CRLF + b"(?:" + b"|".join(re.escape(name) for name in sorted(_DROP_FROM_REQUEST))
+    + b"|proxy" + _TCHAR + b"*|" + _TCHAR_NOT_UNDERSCORE + b"*_" + _TCHAR + rb"*):[^\r]*",
     re.IGNORECASE)
 
 

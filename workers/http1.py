@@ -22,6 +22,7 @@ from time import monotonic as _monotonic
 
 import httptools
 
+from workers import abnf
 from workers.document_uri import document_uri
 from workers.errors import HttpError
 from workers.headers import add_connection_tokens
@@ -41,7 +42,7 @@ _HEAD, _BODY, _END = 0, 1, 2
 # llhttp drops the whitespace before a value and keeps what trails it: so do these.
 # (No CR after the value's run: `[ \t]*([^\r]*)\r` would backtrack quadratically
 # over a run of spaces with no CR after it; the run stops at the CR anyway.)
-_HEADER_LINE = re.compile(rb"\n([^:\r\n]+):[ \t]*([^\r]*)")
+_HEADER_LINE = re.compile(rb"\n([^:\r\n]+):" + abnf.OWS + rb"([^\r]*)")
 _NO_TOKENS: frozenset[bytes] = frozenset()
 # nginx's ngx_http_validate_host refuses these in a host: controls, space, DEL, a path
 # separator, and an empty label ("..").
@@ -56,14 +57,15 @@ _TAB_BEFORE_VALUE = re.compile(rb"\n(?:transfer-encoding|content-length|host): *
 # §5: token names; values of HTAB / SP / VCHAR / obs-text; CRLF line ends).
 # Groups: method, target, minor version, the header lines (each after a CRLF).
 _PLAIN_REQUEST_HEAD = re.compile(
-    rb"(GET|HEAD|DELETE|OPTIONS) (/[\x21-\x7e]*) HTTP/1\.([01])"
-    rb"((?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t \x21-\x7e\x80-\xff]*)*\r\n)\r\n")
+    rb"(GET|HEAD|DELETE|OPTIONS) (" + abnf.ORIGIN_FORM + b") "
+    + abnf.HTTP_1_PREFIX + b"(" + abnf.HTTP_1_MINOR + b")"
+    + b"((?:" + abnf.CRLF + abnf.FIELD_LINE + b")*" + abnf.CRLF + b")" + abnf.CRLF)
 # The header lines the plain path must look at; any of the last five sends the
 # request to llhttp and `_check_head`.
 # (llhttp reads Proxy-Connection as Connection; that case is left to it.)
 _NOTABLE_LINE = re.compile(
     rb"\n(host|connection|content-length|transfer-encoding|upgrade|expect|x-forwarded-for"
-    rb"|proxy-connection):[ \t]*([^\r]*)",
+    rb"|proxy-connection):" + abnf.OWS + rb"([^\r]*)",
     re.IGNORECASE)
 
 
@@ -449,10 +451,6 @@ class RequestReader:
         if kind == _HEAD:  # cannot happen: END always precedes the next HEAD
             raise HttpError(400, "request framing error")
         return data if kind == _BODY else None
-
-    def skip_to_end(self, timeout: float) -> None:
-        while self.read_body(timeout) is not None:
-            pass
 
     def take_upgrade_rest(self) -> bytes:
         """Bytes the client sent after an Upgrade request's head (for the tunnel)."""

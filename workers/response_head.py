@@ -20,6 +20,7 @@ import re
 
 import httptools
 
+from workers import abnf
 from workers.errors import UpstreamError
 from workers.headers import (
     PLAIN_TOKENS,
@@ -34,9 +35,10 @@ from workers.headers import (
 # Groups: the minor version, the status, the reason, and the header lines from
 # the CRLF that ends the status line to the one that ends the last header.
 _PLAIN_HEAD = re.compile(
-    rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: ([\t \x21-\x7e\x80-\xff]*))?"
-    rb"(\r\n(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t \x21-\x7e\x80-\xff]*\r\n)*)"
-    rb"\r\n"
+    abnf.HTTP_1_PREFIX + b"(" + abnf.HTTP_1_MINOR + b") (" + abnf.STATUS_CODE_FROM_100 + b")"
+    + b"(?: (" + abnf.REASON_PHRASE + b"))?"
+    + b"(" + abnf.CRLF + b"(?:" + abnf.FIELD_LINE + abnf.CRLF + b")*)"
+    + abnf.CRLF
 )
 # On the lower-cased header lines of a head _PLAIN_HEAD accepted: the lines that
 # decide framing and reuse (their values are read case-blind anyway). The
@@ -48,7 +50,8 @@ _PLAIN_HEAD = re.compile(
 # a match never gives characters back, and what trails a value is stripped in
 # Python. (`[^\r]*?[ \t]*\r`, a lazy run then the whitespace before the CR, was
 # quadratic in the spaces inside a value.) Every line of these heads ends in CRLF.
-_FRAMING_LINE = re.compile(rb"\n(content-length|transfer-encoding|connection):[ \t]*([^\r]*)")
+_FRAMING_LINE = re.compile(rb"\n(content-length|transfer-encoding|connection):" + abnf.OWS
+                           + rb"([^\r]*)")
 _HEADER_LINE = re.compile(rb"\n([^:\r\n]+):([^\r]*)")
 _FRAMING_NAMES = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 

@@ -22,10 +22,9 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from http import HTTPStatus
 
 from workers.document_uri import document_uri
-from workers.errors import HttpError, UpstreamError
+from workers.errors import HttpError, UpstreamError, reason_phrase
 
 # The datasize field is a u16: nginx refuses a bigger vars block ("uwsgi
 # request is too big") rather than truncating it, and so do we.
@@ -485,7 +484,7 @@ def parse_reply_head(head: bytes) -> ReplyHead:
         has_location = any(name.lower() == b"location" for name, _ in headers)
         status = 302 if has_location else 200
     if not reason:
-        reason = _reason(status)
+        reason = reason_phrase(status)
     return ReplyHead(status, reason, headers, version)
 
 
@@ -505,10 +504,3 @@ def _parse_cgi_status(value: bytes) -> tuple[int, bytes]:
     if len(code) != 3 or not code.isdigit() or int(code) < 100:
         raise BadReply(f"uwsgi reply has a malformed Status header {value[:100]!r}")
     return int(code), reason.strip()
-
-
-def _reason(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b""
