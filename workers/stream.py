@@ -132,10 +132,6 @@ class Stream:
             self._write_event = self.hub.loop.io(self.sock.fileno(), _WRITE)
         return self._write_event
 
-    def wait_readable(self) -> None:
-        """Park until there is something to read (or EOF), holding no buffer."""
-        self._wait_read()
-
     def wait_connected(self) -> None:
         """Finish a non-blocking connect: return once connected, raise OSError
         if it failed (TimeoutError past the stream's timeout)."""
