@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--proxies", nargs="+", metavar="NAME",
                         choices=[cls.name for cls in runner.PROXY_CLASSES])
     parser.add_argument("--only", nargs="+", metavar="PART",
-                        choices=["throughput", "scaling", "memory", "reload"],
+                        choices=["realistic", "throughput", "scaling", "memory", "reload"],
                         help="run only these parts")
     parser.add_argument("--out", type=Path, help="directory for latest.md/json and charts")
     return parser.parse_args(argv)
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = out / "raw" / "logs" if out == RESULTS else out / "logs"
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir(parents=True)
-    parts = set(args.only or ["throughput", "scaling", "memory", "reload"])
+    parts = set(args.only or ["realistic", "throughput", "scaling", "memory", "reload"])
     classes = runner.proxy_classes(args.proxies)
     results = runner.new_results(settings, classes, log_dir)
     results.versions.update(tool_versions())
@@ -81,10 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     upstreams = None
     try:
         upstreams = start_upstreams(work, log_dir)
-        if "throughput" in parts:
+        if parts & {"realistic", "throughput"}:
             lineup = runner.Lineup(classes, settings.workers, upstreams, work, log_dir, results)
             try:
-                runner.throughput_figures(lineup, settings, results)
+                if "realistic" in parts:
+                    runner.realistic_figures(lineup, settings, results)
+                if "throughput" in parts:
+                    runner.throughput_figures(lineup, settings, results)
             finally:
                 lineup.stop()
         if "scaling" in parts:

@@ -59,12 +59,20 @@ def _http_common(prefix: Path) -> str:
 """
 
 
-def upstream_config(prefix: Path, port: int, files: Path, dav_root: Path) -> str:
-    """The HTTP upstream: fixed small body, a 1 MiB static file, and a PUT sink.
+def upstream_config(prefix: Path, port: int, files: Path, dav_root: Path,
+                    pool_ports: tuple[int, ...] = ()) -> str:
+    """The HTTP upstream: fixed small body, static files, a PUT sink and a POST sink.
 
-    The sink is the dav module writing to tmpfs: it reads the whole body before
+    The PUT sink is the dav module writing to tmpfs: it reads the whole body before
     it answers, which `return 200` does not (that answers first and discards).
+    The POST sink (/real/post) reads the whole body too: the mirror module's
+    `mirror_request_body on` reads it in the precontent phase, before the content
+    phase answers (the static module's 404, turned into a 200).
+    `pool_ports` are more listening ports of the same server: the three-server pool.
+    /real/rid adds an X-Request-Id that no other reply has ($request_id).
     """
+    listens = "".join(f"        listen 127.0.0.1:{extra} backlog=4096;\n"
+                      for extra in pool_ports)
     return _main_block(prefix, 1) + f"""\
 http {{
 {_http_common(prefix)}
@@ -74,9 +82,23 @@ http {{
     keepalive_timeout 300s;
     server {{
         listen 127.0.0.1:{port} backlog=4096;
-        client_max_body_size 0;
+{listens}        client_max_body_size 0;
         location / {{ return 200 "hello, world: a small fixed response body\\n"; }}
         location = /1m {{ alias {files}/1m.bin; }}
+        location = /real/10m {{ alias {files}/10m.bin; }}
+        location /real/rid {{
+            add_header X-Request-Id $request_id;
+            return 200 "hello, world: a small fixed response body\\n";
+        }}
+        location = /real/post {{
+            mirror /real/mirror;
+            mirror_request_body on;
+            client_body_buffer_size 128k;
+            log_not_found off;
+            error_page 404 405 =200 @posted;
+        }}
+        location = /real/mirror {{ internal; return 204; }}
+        location @posted {{ return 200 "posted\\n"; }}
         location /upload/ {{
             root {dav_root};
             client_body_temp_path {dav_root}/tmp;
@@ -96,8 +118,16 @@ def proxy_config(
     ws_port: int,
     uwsgi_port: int,
     ws_bulk_port: int,
+    pool_ports: tuple[int, ...] = (),
+    uwsgi_one_port: int | None = None,
 ) -> str:
-    """nginx as a careful operator configures it for the same three routes."""
+    """nginx as a careful operator configures it for the same routes.
+
+    /real/ and /pool/ (the real-traffic scenarios) send what prefork-proxy sends by
+    default: X-Forwarded-For appended, X-Real-IP, X-Forwarded-Proto and
+    X-Forwarded-Host set, Host passed through; /pool/ balances round robin over
+    three servers.
+    """
     params = prefix / "uwsgi_params"
     if UWSGI_PARAMS.exists():
         shutil.copyfile(UWSGI_PARAMS, params)
@@ -110,7 +140,7 @@ http {{
         server 127.0.0.1:{http_port};
         keepalive 32;
     }}
-    server {{
+{_pool_block(pool_ports)}    server {{
         listen 127.0.0.1:{port} backlog=4096;
         client_max_body_size 0;
         location / {{
@@ -138,9 +168,46 @@ http {{
             include {params};
             uwsgi_pass 127.0.0.1:{uwsgi_port};
         }}
-    }}
+        location /real/ {{
+            proxy_pass http://app;
+{FORWARDED}        }}
+{_pool_location(pool_ports)}{_uwsgi_one_location(params, uwsgi_one_port)}    }}
 }}
 """
+
+
+# What prefork-proxy sends upstream by default, spelled for nginx (a location's
+# proxy_set_header lines replace the inherited ones, so all of them are here).
+FORWARDED = """\
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+"""
+
+
+def _pool_block(ports: tuple[int, ...]) -> str:
+    if not ports:
+        return ""
+    servers = "".join(f"        server 127.0.0.1:{port};\n" for port in ports)
+    return f"    upstream pool {{\n{servers}        keepalive 32;\n    }}\n"
+
+
+def _pool_location(ports: tuple[int, ...]) -> str:
+    if not ports:
+        return ""
+    return (f"        location /pool/ {{\n            proxy_pass http://pool;\n"
+            f"{FORWARDED}        }}\n")
+
+
+def _uwsgi_one_location(params: Path, port: int | None) -> str:
+    if port is None:
+        return ""
+    return (f"        location /uwsgi1/ {{\n            include {params};\n"
+            f"            uwsgi_pass 127.0.0.1:{port};\n        }}\n")
 
 
 def start(name: str, prefix: Path, config: str, log_dir: Path, nice: int = 0) -> procs.Process:

@@ -1,8 +1,10 @@
-"""The proxies under test: one class each, the same three routes, the same upstreams.
+"""The proxies under test: one class each, the same routes, the same upstreams.
 
 Every proxy exposes what it supports as `Endpoints`: an HTTP base URL (proxied
 to the nginx upstream), a WebSocket URL (to the echo server) and a uwsgi URL (to
-uWSGI). A route a proxy cannot serve is None, and its scenarios report "n/a".
+uWSGI); prefork-proxy and nginx also serve the real-traffic routes (/real/,
+/pool/, /uwsgi1/). A route a proxy cannot serve is None, and its scenarios
+report "n/a".
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ class Endpoints:
     ws: str | None = None     # ws://127.0.0.1:PORT/ws (websockets echo server)
     uwsgi: str | None = None  # http://127.0.0.1:PORT/uwsgi/
     ws_bulk: str | None = None  # ws://127.0.0.1:PORT/wsbulk (bench/ws_blast.py)
+    # The real-traffic scenarios, set for prefork-proxy and nginx only:
+    real: str | None = None       # http://127.0.0.1:PORT/real/ (the HTTP upstream)
+    pool: str | None = None       # http://127.0.0.1:PORT/pool/ (three servers, round robin)
+    uwsgi_one: str | None = None  # http://127.0.0.1:PORT/uwsgi1/ (uWSGI, one process)
 
 
 class Proxy:
@@ -99,6 +105,14 @@ def wait_until_serving(url: str, process: procs.Process, timeout: float = 20.0) 
                            f"\n{process.log_tail()}")
 
 
+def full_routes(port: int) -> Endpoints:
+    """Every route: prefork-proxy and nginx serve them all, the same way."""
+    base = f"127.0.0.1:{port}"
+    return Endpoints(f"http://{base}", f"ws://{base}/ws", f"http://{base}/uwsgi/",
+                     f"ws://{base}/wsbulk", f"http://{base}/real/", f"http://{base}/pool/",
+                     f"http://{base}/uwsgi1/")
+
+
 class PreforkProxy(Proxy):
     name = "prefork-proxy"
     can_reload = True
@@ -117,6 +131,11 @@ worker_connections = 10000
 
 [upstream.app]
 servers = ["127.0.0.1:{upstreams.http_port}"]
+keepalive = 32
+
+[upstream.pool]
+servers = [{", ".join(f'"127.0.0.1:{p}"' for p in upstreams.pool_ports)}]
+balance = "round_robin"
 keepalive = 32
 
 [[server]]
@@ -140,14 +159,24 @@ listen = ["127.0.0.1:{port}"]
   [[server.location]]
   path = "/uwsgi/"
   uwsgi_pass = "127.0.0.1:{upstreams.uwsgi_port}"
+
+  [[server.location]]
+  path = "/real/"
+  proxy_pass = "http://app"
+
+  [[server.location]]
+  path = "/pool/"
+  proxy_pass = "http://pool"
+
+  [[server.location]]
+  path = "/uwsgi1/"
+  uwsgi_pass = "127.0.0.1:{upstreams.uwsgi_one_port}"
 """)
         return procs.start(f"prefork-proxy-{port}", [str(self.executable), "-c", str(config)],
                            self.log_dir)
 
     def routes(self, port: int) -> Endpoints:
-        base = f"127.0.0.1:{port}"
-        return Endpoints(f"http://{base}", f"ws://{base}/ws", f"http://{base}/uwsgi/",
-                         f"ws://{base}/wsbulk")
+        return full_routes(port)
 
     def version(self) -> str:
         result = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
@@ -164,13 +193,12 @@ class Nginx(Proxy):
         prefix.mkdir(parents=True, exist_ok=True)
         config = nginx.proxy_config(prefix, port, workers, upstreams.http_port,
                                     upstreams.ws_port, upstreams.uwsgi_port,
-                                    upstreams.ws_bulk_port)
+                                    upstreams.ws_bulk_port, upstreams.pool_ports,
+                                    upstreams.uwsgi_one_port)
         return nginx.start(f"nginx-proxy-{port}", prefix, config, self.log_dir)
 
     def routes(self, port: int) -> Endpoints:
-        base = f"127.0.0.1:{port}"
-        return Endpoints(f"http://{base}", f"ws://{base}/ws", f"http://{base}/uwsgi/",
-                         f"ws://{base}/wsbulk")
+        return full_routes(port)
 
     def version(self) -> str:
         return nginx.version()

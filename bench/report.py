@@ -17,9 +17,24 @@ TARGETS = [
     ("ws_idle_tunnel", "max", 32.0, "#6 WebSocket"),
     ("reload_failed", "equal", 0.0, "#4 lifecycle"),
     ("cross_client_mixing", "equal", 0.0, "#13 hardening"),
+    ("real_bare_get", "ratio", 0.8, "#14 one engine"),
+    ("real_pool3", "ratio", 0.7, "#14 one engine"),
+    ("real_xff", "ratio", 0.7, "#14 one engine"),
+    ("real_browser", "ratio", 0.7, "#14 one engine"),
+    ("real_new_connection", "ratio", 0.5, "#14 one engine"),
+    ("real_uwsgi_unique", "ratio", 0.8, "#14 one engine"),
+    ("real_chunked_post", "ratio", 0.7, "#14 one engine"),
+    ("real_slow_client_others", "ratio", 0.7, "#14 one engine"),
+    ("real_slow_client_uwsgi", "max", 1.0, "#14 one engine"),
+    ("real_slow_client_uwsgi_64m", "max", 1.0, "#14 one engine"),
 ]
 
 SECTIONS = [
+    ("Real traffic", "realistic",
+     "Requests as real clients and apps make them (bench/realistic.py), prefork-proxy and "
+     "nginx only, on routes both configure the same way (the same X-Forwarded-* and Host "
+     "upstream). Higher is better, except the second client's wait (seconds, lower is "
+     "better; 1 s is the bound)."),
     ("Throughput", "throughput", "Higher is better."),
     ("Memory", "memory", "Lower is better. RSS from psutil."),
     ("Reload", "reload", "Lower is better."),
@@ -88,9 +103,11 @@ def target_rows(results: Results) -> list[str]:
     return lines
 
 
-def latency_table(results: Results) -> list[str]:
+def latency_table(results: Results, group: str) -> list[str]:
     lines = ["| scenario | proxy | p50 | p90 | p99 |", "|---|---|---|---|---|"]
     for figure in results.figures:
+        if figure.group != group:
+            continue
         for proxy in results.proxies:
             latency = figure.median_latency(proxy)
             if latency:
@@ -158,9 +175,13 @@ def markdown(results: Results) -> str:
               "![latency percentiles](latency.png)", "", "## Targets", "", *target_rows(results)]
     for title, group, caption in SECTIONS:
         lines += ["", f"## {title}", "", caption, "", *figure_table(results, group)]
+        if group == "realistic":
+            lines += ["", "### Latency (ms, wrk --latency, median of runs)", "",
+                      *latency_table(results, group)]
         if group == "throughput":
             lines += ["", "### Latency (ms, wrk --latency, median of runs)", "",
-                      *latency_table(results), "", "### Scaling", "", *scaling_table(results)]
+                      *latency_table(results, group), "", "### Scaling", "",
+                      *scaling_table(results)]
         if group == "memory" and results.processes:
             lines += ["", "### Each process (first run)", "", *process_table(results)]
     lines += ["", "## Notes", "", *(notes(results) or ["- none"]), "", "## How this was measured",
@@ -183,7 +204,20 @@ METHOD = [
     "pre-built 1 MiB frames, `sendall`/`recv_into`) that moves about 2 GB/s without a proxy; "
     "the `websockets` pair tops out near nginx's tunnel speed, so it could not show a faster "
     "proxy.",
-    "- uwsgi: the real uWSGI server, `--master --processes 2`, hello world.",
+    "- uwsgi: the real uWSGI server, `--master --processes 2`, hello world; /unique adds an "
+    "X-Request-Id and a Set-Cookie that no other reply has. The slow-client wait: a second "
+    "uWSGI with `--processes 1` whose 10 MiB (and 64 MiB) reply a client reads at 1 MiB/s "
+    "(64 KiB receive buffer); 0.2 s after that reply has started, a second client asks for "
+    "hello world, waited for up to the run length + 2 s. Loopback's socket buffers hold "
+    "about 10 MiB on this machine, so only the 64 MiB reply shows a proxy that streams.",
+    "- Real traffic: /real/ and /pool/ of both proxies send X-Forwarded-For (appended), "
+    "X-Real-IP, X-Forwarded-Proto, X-Forwarded-Host and the client's Host (nginx: "
+    "`proxy_set_header` for each, as prefork-proxy does by default); /pool/ is three "
+    "listening ports of the HTTP upstream, round robin, `keepalive 32`. The browser head "
+    "is bench/browser.lua (Chrome's page-load head with cookies) against /real/rid, where "
+    "the upstream adds `X-Request-Id $request_id`; the chunked POST is bench/chunked_post.lua "
+    "against /real/post, where the upstream reads the whole body (mirror_request_body) "
+    "before it answers; nginx buffers it (`proxy_request_buffering on`, its default).",
     "- nginx: same worker count, `proxy_http_version 1.1; proxy_set_header Connection \"\";` "
     "and `keepalive 32` to the upstream; WebSocket by its documented three lines with default "
     "buffers (plus `proxy_read_timeout 1h`); `uwsgi_pass` with `include uwsgi_params`. "

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from bench import footprint, reload, scenarios
+from bench import footprint, realistic, reload, scenarios
 from bench.memory import mib
 from bench.peers import Mitmproxy, ProxyPy, installed
 from bench.proxies import Nginx, PreforkProxy, Proxy
@@ -132,6 +132,8 @@ def measure_interleaved(figure: Figure, proxies: list[Proxy], settings: Settings
                 continue
             figure.add(proxy.name, result.value, result.latency)
             figure.command = figure.command or result.command
+            if result.note:
+                figure.note(proxy.name, result.note)
             if result.failed:
                 share = result.failed / max(1, result.requests + result.failed)
                 figure.note(proxy.name, f"{result.failed} failed requests ({share:.1%})")
@@ -149,6 +151,22 @@ def throughput_figures(lineup: Lineup, settings: Settings, results: Results) -> 
         measure_interleaved(figure, lineup.proxies, settings,
                             lambda proxy, seconds, s=scenario: s.measure(proxy, seconds, log_dir))
     mixing_figure(lineup, settings, results)
+
+
+def realistic_figures(lineup: Lineup, settings: Settings, results: Results) -> None:
+    """The real-traffic scenarios (bench/realistic.py), prefork-proxy beside nginx."""
+    log_dir = Path(results.settings["log_dir"])
+    for scenario in realistic.SCENARIOS:
+        figure = Figure(scenario.key, scenario.title, scenario.unit, "realistic",
+                        higher_is_better=getattr(scenario, "higher_is_better", True),
+                        compare=getattr(scenario, "compare", True))
+        results.figures.append(figure)
+        mark_unavailable(figure, results)
+        say(scenario.title)
+        run_settings = settings if getattr(scenario, "warmup", True) else replace(settings,
+                                                                                  warmup=0.0)
+        measure_interleaved(figure, lineup.proxies, run_settings,
+                            lambda proxy, seconds, s=scenario: s.measure(proxy, seconds, log_dir))
 
 
 def mixing_figure(lineup: Lineup, settings: Settings, results: Results) -> None:

@@ -32,6 +32,7 @@ class Measurement:
     command: str = ""
     failed: int = 0     # requests that got a non-2xx/3xx answer or a socket error
     requests: int = 0
+    note: str = ""      # said beside the figure (e.g. a wait cut off at its bound)
 
 
 @dataclass(frozen=True)

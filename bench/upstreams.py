@@ -6,7 +6,11 @@
 * WebSocket: the `websockets` package's echo server (bench/ws_echo.py) for
   round trips and idle tunnels, and bench/ws_blast.py, a raw-socket WebSocket
   peer that streams pre-built frames at memory speed, for bulk throughput.
-* uwsgi: the real uWSGI server, `--master --processes 2`, on bench/uwsgi_app.py.
+* uwsgi: the real uWSGI server, `--master --processes 2`, on bench/uwsgi_app.py,
+  and a second one with `--processes 1` for the slow-client figure: while one
+  reply is being sent, that process can answer no one else.
+* The three-server pool: two more listening ports of the same HTTP nginx, so
+  the pool costs the upstream nothing more than one server does.
 
 All of them run at `procs.UPSTREAM_NICE`, a fixed priority above the proxies.
 """
@@ -33,6 +37,8 @@ class Upstreams:
     ws_port: int
     uwsgi_port: int
     ws_bulk_port: int
+    pool_ports: tuple[int, int, int] = (0, 0, 0)   # the HTTP nginx again, three ports
+    uwsgi_one_port: int = 0                        # uWSGI with one process
     processes: list[procs.Process] = field(default_factory=list)
     dav_root: Path | None = None
 
@@ -49,11 +55,23 @@ def _tmpfs_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="bench-dav-", dir=base))
 
 
+def start_uwsgi(name: str, port: int, processes: int, log_dir: Path) -> procs.Process:
+    argv = [
+        str(UWSGI),
+        "--socket", f"127.0.0.1:{port}",
+        "--wsgi-file", str(BENCH_DIR / "uwsgi_app.py"),
+        "--master", "--processes", str(processes),
+        "--disable-logging", "--die-on-term", "--listen", "1024",
+    ]
+    return procs.start(name, argv, log_dir, nice=procs.UPSTREAM_NICE)
+
+
 def start_upstreams(work: Path, log_dir: Path) -> Upstreams:
     """Start the three upstreams and wait until each one accepts."""
     files = work / "files"
     files.mkdir(parents=True, exist_ok=True)
     (files / "1m.bin").write_bytes(os.urandom(ONE_MIB))
+    (files / "10m.bin").write_bytes(os.urandom(10 * ONE_MIB))
     dav_root = _tmpfs_dir()
     for sub in ("upload", "tmp"):
         (dav_root / sub).mkdir(exist_ok=True)
@@ -62,10 +80,13 @@ def start_upstreams(work: Path, log_dir: Path) -> Upstreams:
 
     upstreams = Upstreams(procs.free_port(), procs.free_port(), procs.free_port(),
                           procs.free_port(), dav_root=dav_root)
+    upstreams.pool_ports = (upstreams.http_port, procs.free_port(), procs.free_port())
+    upstreams.uwsgi_one_port = procs.free_port()
     http = nginx.start(
         "upstream-nginx",
         work / "upstream-nginx",
-        nginx.upstream_config(work / "upstream-nginx", upstreams.http_port, files, dav_root),
+        nginx.upstream_config(work / "upstream-nginx", upstreams.http_port, files, dav_root,
+                              upstreams.pool_ports[1:]),
         log_dir,
         nice=procs.UPSTREAM_NICE,
     )
@@ -86,21 +107,14 @@ def start_upstreams(work: Path, log_dir: Path) -> Upstreams:
         nice=procs.UPSTREAM_NICE,
     )
     upstreams.processes.append(blast)
-    uwsgi = procs.start(
-        "upstream-uwsgi",
-        [
-            str(UWSGI),
-            "--socket", f"127.0.0.1:{upstreams.uwsgi_port}",
-            "--wsgi-file", str(BENCH_DIR / "uwsgi_app.py"),
-            "--master", "--processes", "2",
-            "--disable-logging", "--die-on-term", "--listen", "1024",
-        ],
-        log_dir,
-        nice=procs.UPSTREAM_NICE,
-    )
+    uwsgi = start_uwsgi("upstream-uwsgi", upstreams.uwsgi_port, 2, log_dir)
     upstreams.processes.append(uwsgi)
+    uwsgi_one = start_uwsgi("upstream-uwsgi-one", upstreams.uwsgi_one_port, 1, log_dir)
+    upstreams.processes.append(uwsgi_one)
     for process, port in ((http, upstreams.http_port), (ws, upstreams.ws_port),
-                          (uwsgi, upstreams.uwsgi_port), (blast, upstreams.ws_bulk_port)):
+                          (uwsgi, upstreams.uwsgi_port), (blast, upstreams.ws_bulk_port),
+                          (uwsgi_one, upstreams.uwsgi_one_port),
+                          *((http, extra) for extra in upstreams.pool_ports[1:])):
         procs.wait_for_port(port, process)
     return upstreams
 

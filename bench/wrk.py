@@ -14,6 +14,8 @@ from bench import procs
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 UPLOAD_SCRIPT = Path(__file__).resolve().parent / "upload.lua"
 VARIED_SCRIPT = Path(__file__).resolve().parent / "varied.lua"
+BROWSER_SCRIPT = Path(__file__).resolve().parent / "browser.lua"
+CHUNKED_POST_SCRIPT = Path(__file__).resolve().parent / "chunked_post.lua"
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 _SIZES = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
 _runs = itertools.count()
