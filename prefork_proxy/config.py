@@ -167,6 +167,17 @@ class Location:
     # Content-Length; false streams it as received.
     request_buffering: bool = _setting(True, _boolean)
     client_body_buffer_size: int = _setting(16 << 10, parse_size)
+    # nginx's proxy_buffering on: a reply is read as fast as the upstream sends it;
+    # what the client cannot take yet is held in memory up to buffers_size, then in
+    # a temporary file up to max_temp_file_size ("0": memory only).
+    buffering: bool = _setting(True, _boolean)
+    buffers_size: int = _setting(64 << 10, parse_size)
+    max_temp_file_size: int = _setting(1 << 30, parse_size)
+
+    @property
+    def reply_buffering(self) -> tuple[bool, int, int]:
+        """(on, memory limit, file limit), as workers/buffering.py takes them."""
+        return (self.buffering, self.buffers_size, self.max_temp_file_size)
     uwsgi_param: tuple[tuple[bytes, bytes], ...] = _setting((), _byte_table)
     # Each is one byte of the uwsgi packet header (0 = a WSGI request).
     uwsgi_modifier1: int = _setting(0, _byte)

@@ -49,6 +49,10 @@ def site(engine_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
           [[server.location]]
           path = "/"
           proxy_pass = "http://{{upstream}}"
+          [[server.location]]
+          path = "/unbuffered/"
+          proxy_pass = "http://{{upstream}}/"
+          buffering = false
     """, env=engine_env(engine_path)) as running:
         yield running
 
@@ -148,13 +152,15 @@ def worker_connections_to(worker: psutil.Process, port: int) -> list:
 
 
 def test_a_client_that_never_reads_is_closed_at_the_send_timeout(site: Site) -> None:
+    """With buffering off, the upstream connection is held until then, and closed;
+    with it on, the reply is read whole at once (tests/test_reply_buffering.py)."""
     (worker,) = site.proxy.workers()
     size = 20 << 20
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         sock.connect(("127.0.0.1", site.port))
         client_port = sock.getsockname()[1]
-        sock.sendall(request("GET", f"/bytes/{size}"))
+        sock.sendall(request("GET", f"/unbuffered/bytes/{size}"))
         # The worker holds the client and an upstream connection while it cannot write...
         wait_for(lambda: worker_connections_to(worker, site.upstream.port), timeout=5,
                  message="the worker to connect upstream")
@@ -176,7 +182,7 @@ def test_a_client_that_never_reads_is_closed_at_the_send_timeout(site: Site) -> 
     assert received < size, "the whole reply came: the connection was not closed"
     # nginx logs a request whose client timed out, with what was sent.
     log = site.proxy.config_path.parent / "access.log"
-    wait_for(lambda: f"GET /bytes/{size} " in log.read_text(), timeout=5,
+    wait_for(lambda: f"GET /unbuffered/bytes/{size} " in log.read_text(), timeout=5,
              message="the access log line of the timed-out request")
 
 

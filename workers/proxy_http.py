@@ -188,20 +188,27 @@ def _relay(conn, request, location, pool, connection: UpstreamConnection,  # noq
         conn.body_bytes = run_tunnel(conn.sock, sock, conn.reader.take_upgrade_rest(), rest,
                                      location.read_timeout)
         return False
+    released = []
+
+    def release(reusable: bool) -> None:  # the whole reply is in: before the client has it
+        released.append(True)
+        if reusable:
+            pool.release(connection)
+        else:
+            connection.close()
+
     try:
-        keep_alive, reusable = relay_response(conn, request, sock, response, rest,
-                                              conn.keep_alive_allowed(request))
+        keep_alive, _ = relay_response(conn, request, sock, response, rest,
+                                       conn.keep_alive_allowed(request), release,
+                                       location.reply_buffering)
     except BaseException as exc:
-        connection.close()
+        if not released:
+            connection.close()
         if isinstance(exc, UpstreamError):  # e.g. closed mid-body: nginx logs it too
             stats.upstream_errors += 1
             log.error("%s, client %s, request \"%s %s\"", exc.reason, conn.client_addr,
                       request.method.decode(), request.target.decode("latin-1"))
         raise
-    if reusable:
-        pool.release(connection)
-    else:
-        connection.close()
     if request.upgrade is not None:
         conn.reader.resume_after_refused_upgrade()
     return keep_alive

@@ -9,9 +9,12 @@ close-delimited bodies are re-chunked for HTTP/1.1 clients.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httptools
 
 from workers import headers as header_rules
+from workers.buffering import HeldOutput, wants_buffering
 from workers.buffers import pool
 from workers.errors import UpstreamError
 from workers.http1 import HEAD_RECV_SIZE
@@ -118,12 +121,19 @@ def read_response_head(sock, data: bytes | None = None) -> tuple[ResponseHead, b
             return response, data
 
 
-def relay_response(conn, request, upstream_sock, response: ResponseHead,  # noqa: ANN001
-                   rest: bytes, keep_alive: bool) -> tuple[bool, bool]:
+def relay_response(conn, request, upstream_sock, response: ResponseHead,  # noqa: ANN001, PLR0913
+                   rest: bytes, keep_alive: bool,
+                   release: Callable[[bool], None] | None = None,
+                   buffering: tuple[bool, int, int] | None = None) -> tuple[bool, bool]:
     """Send the response to the client. Returns (client keep-alive, upstream reusable).
 
-    Once the head has gone out, an upstream failure can only be reported by
-    closing the client connection (the caller sees conn.response_started).
+    With `release`, it is called (with whether the upstream connection may be
+    reused) as soon as the whole reply has been read from the upstream, before
+    what the client has not taken yet goes out: with `buffering` (the location's
+    on/off, memory and file limits, workers/buffering.py) that is held, so a slow
+    client does not hold the upstream. Once the head has gone out, an upstream
+    failure can only be reported by closing the client connection (the caller
+    sees conn.response_started).
     """
     status = response.status
     length = response.content_length
@@ -132,9 +142,33 @@ def relay_response(conn, request, upstream_sock, response: ResponseHead,  # noqa
             and status != 204 and status != 304):
         # The usual small response, whole in hand: one send, keep-alive both ways.
         conn.status = status
+        if release is not None:
+            release(response.keep_alive)  # all of it is in: the upstream is free first
         conn.send(response.client_head(b"Content-Length: %d\r\n" % length, b"") + rest)
         conn.body_bytes += length
         return True, response.keep_alive
+    out = None
+    if release is not None and buffering is not None and \
+            wants_buffering(response.lines, buffering[0]):
+        out = HeldOutput(conn, buffering[1], buffering[2])
+    try:
+        keep_alive, reusable = _relay_body(conn, request, upstream_sock, response, rest,
+                                           keep_alive, out or conn)
+    except BaseException:
+        if out is not None:
+            out.close()
+        raise
+    if release is not None:
+        release(reusable)
+    if out is not None:
+        out.finish()  # at the client's pace, the upstream let go
+    return keep_alive, reusable
+
+
+def _relay_body(conn, request, upstream_sock, response: ResponseHead, rest: bytes,  # noqa: ANN001, PLR0913
+                keep_alive: bool, out) -> tuple[bool, bool]:  # noqa: ANN001 - conn or a HeldOutput
+    """relay_response's general case: the client's head and body go through `out`."""
+    status = response.status
     client_11 = request.version == "1.1"
     if request.method == b"HEAD" or status in (204, 304):
         body = _NO_BODY
@@ -167,7 +201,7 @@ def relay_response(conn, request, upstream_sock, response: ResponseHead,  # noqa
     conn.status = status
 
     if body == _NO_BODY:
-        conn.send(head)
+        out.send(head)
         if rest:
             log_excess(upstream_sock, len(rest), "a body of at least ")
         return keep_alive, response.keep_alive and not rest
@@ -175,43 +209,43 @@ def relay_response(conn, request, upstream_sock, response: ResponseHead,  # noqa
         length = response.content_length
         have = len(rest)
         if have < 65536:
-            conn.send(head + rest if have == length else head + rest[:length])
+            out.send(head + rest if have == length else head + rest[:length])
         else:
-            conn.send(head)
-            conn.send(rest[:length])
+            out.send(head)
+            out.send(rest[:length])
         conn.body_bytes += min(have, length)
         if have < length:
-            _copy_exactly(upstream_sock, conn, length - have)
+            _copy_exactly(upstream_sock, conn, out, length - have)
         if have > length:
             log_excess(upstream_sock, have - length)
         return keep_alive, response.keep_alive and have <= length
     if body == _CHUNKED:
         chunks = ChunkedBody()
         chunks.feed(rest)
-        conn.send(head + _rechunk(chunks, conn, client_11))
+        out.send(head + _rechunk(chunks, conn, client_11))
         while not chunks.complete:
-            data = _mid_reply(upstream_sock.recv, 65536)
+            data = _mid_reply(_reader(out, upstream_sock), 65536)
             if not data:
                 raise UpstreamError(502, "upstream closed the connection mid-body")
             chunks.feed(data)
             if chunks.pieces:
-                conn.send(_rechunk(chunks, conn, client_11))
+                out.send(_rechunk(chunks, conn, client_11))
         if client_11:
-            conn.send(header_rules.LAST_CHUNK)
+            out.send(header_rules.LAST_CHUNK)
         if chunks.extra:
             log_excess(upstream_sock, None)
         return keep_alive, response.keep_alive and not chunks.extra
     # _UNTIL_CLOSE: an HTTP/1.0-style body that ends when the upstream closes.
-    conn.send(head + _frame(rest, client_11) if rest else head)
+    out.send(head + _frame(rest, client_11) if rest else head)
     conn.body_bytes += len(rest)
     while True:
-        data = _mid_reply(upstream_sock.recv, 65536)
+        data = _mid_reply(_reader(out, upstream_sock), 65536)
         if not data:
             break
         conn.body_bytes += len(data)
-        conn.send(_frame(data, client_11))
+        out.send(_frame(data, client_11))
     if client_11:
-        conn.send(header_rules.LAST_CHUNK)
+        out.send(header_rules.LAST_CHUNK)
     return keep_alive, False
 
 
@@ -257,9 +291,26 @@ def _rechunk(response: ResponseHead, conn, chunked: bool) -> bytes:  # noqa: ANN
     return b"".join([b"%x\r\n" % size, *pieces, b"\r\n"])
 
 
-def _copy_exactly(upstream_sock, conn, remaining: int) -> None:  # noqa: ANN001
-    """Copy `remaining` body bytes through a pooled buffer: recv_into, then send."""
+def _reader(out, upstream_sock):  # noqa: ANN001, ANN202
+    """The upstream's recv: through a HeldOutput, which moves held bytes meanwhile."""
+    if isinstance(out, HeldOutput):
+        return lambda size: out.recv(upstream_sock, size)
+    return upstream_sock.recv
+
+
+def _copy_exactly(upstream_sock, conn, out, remaining: int) -> None:  # noqa: ANN001
+    """Copy `remaining` body bytes: through a pooled buffer (recv_into, then send),
+    or through a HeldOutput, which keeps what the client cannot take yet."""
     if remaining <= 0:
+        return
+    if isinstance(out, HeldOutput):
+        while remaining > 0:
+            data = _mid_reply(out.recv, upstream_sock, min(remaining, 65536))
+            if not data:
+                raise UpstreamError(502, "upstream closed the connection mid-body")
+            out.send(data)
+            conn.body_bytes += len(data)
+            remaining -= len(data)
         return
     buffer = pool.get()
     try:

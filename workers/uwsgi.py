@@ -122,8 +122,11 @@ def _exchange(conn, request, location, balancer, peer_index: int, sock: Stream, 
             raise
         balancer.succeeded(peer_index)
         try:
+            # uwsgi has no keep-alive: the connection closes once the reply is in, and
+            # the uWSGI process is free while a slow client takes the held rest.
             keep_alive, _ = relay_response(conn, request, sock, response, rest,
-                                           conn.keep_alive_allowed(request))
+                                           conn.keep_alive_allowed(request),
+                                           lambda _: sock.close(), location.reply_buffering)
         except UpstreamError as exc:  # mid-body: the client connection will be closed
             _log_failure(exc, conn, request, peer.peer.address)
             raise

@@ -23,8 +23,9 @@ def honest_reply(path: bytes) -> bytes:
 
 
 class ScriptedHttp:
-    def __init__(self, replies: dict[bytes, object]) -> None:
+    def __init__(self, replies: dict[bytes, object], serial: bool = False) -> None:
         self.replies = replies
+        self.serial = serial  # one connection at a time, as a one-process application
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.2)
         self.port = self.listener.getsockname()[1]
@@ -47,7 +48,10 @@ class ScriptedHttp:
             except OSError:
                 return
             self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            if self.serial:
+                self._serve(conn)
+            else:
+                threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         data = b""
