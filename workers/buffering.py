@@ -19,12 +19,16 @@ from __future__ import annotations
 import os
 import tempfile
 from time import monotonic as _monotonic
+from typing import TYPE_CHECKING
 
 from gevent import get_hub
 from gevent.hub import Waiter
 
 from workers.stats import stats
 from workers.stream import Stream
+
+if TYPE_CHECKING:
+    from workers.client import ClientConnection
 
 _PUSH_SIZE = 256 * 1024  # bytes read back from the file for one send
 
@@ -50,7 +54,7 @@ class HeldOutput:
     __slots__ = ("conn", "memory", "memory_size", "memory_limit", "file", "written",
                  "read", "file_limit")
 
-    def __init__(self, conn, memory_limit: int, file_limit: int) -> None:  # noqa: ANN001 - a ClientConnection
+    def __init__(self, conn: ClientConnection, memory_limit: int, file_limit: int) -> None:
         self.conn = conn
         self.memory: list[bytes] = []
         self.memory_size = 0

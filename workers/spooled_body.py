@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from workers.buffers import pool
 from workers.errors import HttpError
+
+if TYPE_CHECKING:
+    from workers.client import ClientConnection
 
 SPOOL_THRESHOLD = 16 << 10  # nginx's client_body_buffer_size on 64-bit platforms
 
@@ -70,7 +73,8 @@ class SpooledBody:
             self.file = None
 
 
-def read_whole_body(conn, limit: int, threshold: int = SPOOL_THRESHOLD) -> SpooledBody:  # noqa: ANN001 - a ClientConnection
+def read_whole_body(conn: ClientConnection, limit: int,
+                    threshold: int = SPOOL_THRESHOLD) -> SpooledBody:
     """The client's (de-chunked) request body, whole; 413 past `limit` (0: none)."""
     body = SpooledBody(threshold)
     try:
