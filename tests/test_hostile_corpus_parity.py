@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.engine_paths import engine_env
+from tests.support.engine_paths import ENGINE_PATHS, engine_env
 from tests.support.nginx import free_port, nginx_binary, running_nginx
 from tests.support.parity_targets import (
     Outcome,
@@ -49,7 +49,7 @@ pytestmark = pytest.mark.skipif(
     reason="nginx is not installed (scripts/install-system-packages.sh)",
 )
 
-PATHS = ("lane", "greenlet")
+PATHS = ENGINE_PATHS
 
 # -- the corpus ---------------------------------------------------------------------------
 

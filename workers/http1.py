@@ -127,8 +127,6 @@ class RequestReader:
         self.in_head = False  # llhttp is inside a request head
         self.heads_begun = 0  # heads llhttp began during the current feed
         self.priming = False  # a primer head is being fed (see _decline_upgrade)
-        self.between_messages_before = True  # between_messages when the feed began
-        self.events_before = 0  # len(events) when the feed began
         # A parse error met after complete requests in the same read: raised once
         # those are served (nginx answers a valid request, then the 400).
         self.deferred_error: HttpError | None = None
@@ -212,10 +210,10 @@ class RequestReader:
         self._feed(data)
 
     def _feed(self, data: bytes) -> None:
-        started_in_head = self.in_head or self.between_messages
-        self.between_messages_before = self.between_messages
+        # Where llhttp stood when this read began, for _refuse_tab_before_value.
+        started_between, started_in_head = self.between_messages, self.in_head
+        queued = len(self.events)
         self.heads_begun = 0
-        self.events_before = len(self.events)
         declined = None
         try:
             self.parser.feed_data(data)
@@ -236,7 +234,7 @@ class RequestReader:
         if declined is not None:
             self._decline_upgrade(declined)
         if b"\t" in data or self.tab_tail:
-            self._refuse_tab_before_value(data, started_in_head)
+            self._refuse_tab_before_value(data, started_between, started_in_head, queued)
         if self.in_head:  # keep the unfinished line (bounded by _count_line_run)
             last = data.rfind(b"\n")
             self.tab_tail = (self.tab_tail + data if last < 0
@@ -345,7 +343,8 @@ class RequestReader:
             self.events.popleft()
         return request
 
-    def _refuse_tab_before_value(self, data: bytes, started_in_head: bool) -> None:
+    def _refuse_tab_before_value(self, data: bytes, started_between: bool,
+                                 started_in_head: bool, queued: int) -> None:
         """400 for a tab before a Transfer-Encoding, Content-Length or Host value.
 
         llhttp drops it, so the raw bytes just fed are looked at, as far as they
@@ -356,19 +355,18 @@ class RequestReader:
         refused request and after it is dropped; the requests before it are
         answered first (`_refuse`): a pipelined request that came in the same read
         as the refused one is not, and the client may send it again."""
-        heads = self.heads_begun + (1 if started_in_head and not self.between_messages_before
-                                    else 0)
+        heads = self.heads_begun + started_in_head  # (a head begun in an earlier read)
         if heads == 0:
             return
         window = self.tab_tail + data if self.tab_tail else data
-        if heads == 1 and started_in_head:
+        if heads == 1 and (started_between or started_in_head):
             end = window.find(b"\r\n\r\n")
             if end >= 0:
                 window = window[:end]
         if b"\t" in window and _TAB_BEFORE_VALUE.search(window) is not None:
             # Which head held it is not known: what this read queued is dropped.
             events = self.events
-            while len(events) > self.events_before:
+            while len(events) > queued:
                 events.pop()
             self._refuse(HttpError(400, "a tab before a Transfer-Encoding, Content-Length "
                                         "or Host value"), drop_unfinished=True)

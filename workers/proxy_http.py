@@ -247,13 +247,11 @@ def _send_request(conn, request, sock, head: bytes, location,  # noqa: ANN001
 
 
 def _read_client_body(conn, timeout: float) -> bytes | None:  # noqa: ANN001
-    """The next piece of the client's body. A client that stalls or fails is the
-    client's: an HttpError, never an error blamed on the upstream (nginx answers
-    408 after client_body_timeout)."""
+    """The next piece of the client's body. A client that fails is the client's: an
+    HttpError, never an error blamed on the upstream (a stall past
+    client_body_timeout is already one: read_body answers it 408)."""
     try:
         return conn.reader.read_body(timeout)
-    except TimeoutError:
-        raise HttpError(408, "client timed out sending its request body") from None
     except OSError as exc:
         raise HttpError(400, f"client connection failed mid-body: {exc}") from None
 

@@ -10,6 +10,7 @@ close-delimited bodies are re-chunked for HTTP/1.1 clients.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import httptools
 
@@ -168,6 +169,7 @@ def relay_response(conn, request, upstream_sock, response: ResponseHead,  # noqa
 def _relay_body(conn, request, upstream_sock, response: ResponseHead, rest: bytes,  # noqa: ANN001, PLR0913
                 keep_alive: bool, out) -> tuple[bool, bool]:  # noqa: ANN001 - conn or a HeldOutput
     """relay_response's general case: the client's head and body go through `out`."""
+    recv = _reader(out, upstream_sock)
     status = response.status
     client_11 = request.version == "1.1"
     if request.method == b"HEAD" or status in (204, 304):
@@ -224,7 +226,7 @@ def _relay_body(conn, request, upstream_sock, response: ResponseHead, rest: byte
         chunks.feed(rest)
         out.send(head + _rechunk(chunks, conn, client_11))
         while not chunks.complete:
-            data = _mid_reply(_reader(out, upstream_sock), 65536)
+            data = _mid_reply(recv, 65536)
             if not data:
                 raise UpstreamError(502, "upstream closed the connection mid-body")
             chunks.feed(data)
@@ -239,7 +241,7 @@ def _relay_body(conn, request, upstream_sock, response: ResponseHead, rest: byte
     out.send(head + _frame(rest, client_11) if rest else head)
     conn.body_bytes += len(rest)
     while True:
-        data = _mid_reply(_reader(out, upstream_sock), 65536)
+        data = _mid_reply(recv, 65536)
         if not data:
             break
         conn.body_bytes += len(data)
@@ -293,9 +295,7 @@ def _rechunk(response: ResponseHead, conn, chunked: bool) -> bytes:  # noqa: ANN
 
 def _reader(out, upstream_sock):  # noqa: ANN001, ANN202
     """The upstream's recv: through a HeldOutput, which moves held bytes meanwhile."""
-    if isinstance(out, HeldOutput):
-        return lambda size: out.recv(upstream_sock, size)
-    return upstream_sock.recv
+    return partial(out.recv, upstream_sock) if isinstance(out, HeldOutput) else upstream_sock.recv
 
 
 def _copy_exactly(upstream_sock, conn, out, remaining: int) -> None:  # noqa: ANN001
