@@ -15,8 +15,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.engine_paths import engine_env
-from tests.support.processes import Proxy, Upstream, free_port, wait_for
+from tests.support.processes import Proxy, Upstream, wait_for
 from tests.support.scripted_http import ScriptedHttp
+from tests.support.sites import running_proxy
 from tests.support.uwsgi_server import running_uwsgi
 from tests.support.wire import Wire, request
 from workers.buffering import wants_buffering
@@ -28,17 +29,13 @@ SIZE = 20 << 20
 def proxy(engine_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     directory = tmp_path_factory.mktemp(f"reply-buffering-{engine_path}")
     upstream = Upstream(directory / "upstream.log")
-    try:
-        with running_uwsgi("big.py", directory / "uwsgi", processes=1) as server:
-            port = free_port()
-            config = directory / "proxy.toml"
-            config.write_text(f"""
+    config = f"""
 workers = 1
 access_log = "off"
 [upstream.app]
 servers = ["{upstream.address}"]
 [[server]]
-listen = ["127.0.0.1:{port}"]
+listen = ["127.0.0.1:{{port}}"]
   [[server.location]]
   path = "/"
   proxy_pass = "http://app"
@@ -48,15 +45,13 @@ listen = ["127.0.0.1:{port}"]
   buffering = false
   [[server.location]]
   path = "/app/"
-  uwsgi_pass = "{server.uwsgi_pass}"
-""")
-            running = Proxy(config, directory / "proxy.log", env=engine_env(engine_path))
-            running.port = port
-            try:
-                running.wait_serving()
-                yield running
-            finally:
-                running.stop()
+  uwsgi_pass = "{{uwsgi}}"
+"""
+    try:
+        with running_uwsgi("big.py", directory / "uwsgi", processes=1) as server, \
+                running_proxy(directory, config.replace("{uwsgi}", server.uwsgi_pass),
+                              env=engine_env(engine_path)) as running:
+            yield running
     finally:
         upstream.stop()
 
@@ -94,13 +89,11 @@ def serial_upstream(engine_path: str) -> Iterator[ScriptedHttp]:
 def serial_proxy(engine_path: str, serial_upstream: ScriptedHttp,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     directory = tmp_path_factory.mktemp(f"serial-{engine_path}")
-    port = free_port()
-    config = directory / "proxy.toml"
-    config.write_text(f"""
+    with running_proxy(directory, f"""
 workers = 1
 access_log = "off"
 [[server]]
-listen = ["127.0.0.1:{port}"]
+listen = ["127.0.0.1:{{port}}"]
   [[server.location]]
   path = "/"
   proxy_pass = "http://{serial_upstream.address}"
@@ -108,14 +101,8 @@ listen = ["127.0.0.1:{port}"]
   path = "/unbuffered/"
   proxy_pass = "http://{serial_upstream.address}/"
   buffering = false
-""")
-    running = Proxy(config, directory / "proxy.log", env=engine_env(engine_path))
-    running.port = port
-    try:
-        running.wait_serving()
+""", env=engine_env(engine_path)) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def _second_client_waits(port: int) -> float:

@@ -16,9 +16,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.engine_paths import engine_env
-from tests.support.processes import Proxy, free_port
 from tests.support.scripted_http import ScriptedHttp
-from tests.support.sites import Site, running_site
+from tests.support.sites import Site, running_proxy, running_site
 from tests.support.wire import Wire, chunked, request
 
 
@@ -82,23 +81,17 @@ def test_request_buffering_false_streams_the_body_chunked(site: Site) -> None:
 def vanishing(engine_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
     upstream = ScriptedHttp({b"/vanish": [None]})
     directory = tmp_path_factory.mktemp(f"vanish-{engine_path}")
-    port = free_port()
-    config = directory / "proxy.toml"
-    config.write_text(f"""
+    try:
+        with running_proxy(directory, f"""
 workers = 1
 [[server]]
-listen = ["127.0.0.1:{port}"]
+listen = ["127.0.0.1:{{port}}"]
   [[server.location]]
   path = "/"
   proxy_pass = "http://{upstream.address}"
-""")
-    proxy = Proxy(config, directory / "proxy.log", env=engine_env(engine_path))
-    proxy.port = port
-    try:
-        proxy.wait_serving()
-        yield proxy, upstream
+""", env=engine_env(engine_path)) as proxy:
+            yield proxy, upstream
     finally:
-        proxy.stop()
         upstream.close()
 
 

@@ -16,8 +16,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.engine_paths import engine_env
-from tests.support.processes import Proxy, free_port, wait_for
+from tests.support.processes import Proxy, wait_for
 from tests.support.scripted_http import ScriptedHttp
+from tests.support.sites import running_proxy
 from tests.support.wire import Wire, request
 
 POISON = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON"
@@ -70,26 +71,18 @@ def upstream() -> Iterator[ScriptedHttp]:
 def proxy(engine_path: str, upstream: ScriptedHttp,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     directory = tmp_path_factory.mktemp(f"pooling-{engine_path}")
-    port = free_port()
-    config = directory / "proxy.toml"
-    config.write_text(f"""
+    with running_proxy(directory, f"""
 workers = 1
 access_log = "off"
 [upstream.hostile]
 servers = ["{upstream.address}"]
 [[server]]
-listen = ["127.0.0.1:{port}"]
+listen = ["127.0.0.1:{{port}}"]
   [[server.location]]
   path = "/"
   proxy_pass = "http://hostile"
-""")
-    running = Proxy(config, directory / "proxy.log", env=engine_env(engine_path))
-    running.port = port
-    try:
-        running.wait_serving()
+""", env=engine_env(engine_path)) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")

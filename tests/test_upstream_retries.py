@@ -19,8 +19,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.engine_paths import engine_env
-from tests.support.processes import Proxy, free_port
+from tests.support.processes import Proxy
 from tests.support.scripted_http import ScriptedHttp
+from tests.support.sites import running_proxy
 from tests.support.wire import Wire, request
 
 STALL = 3.0
@@ -49,14 +50,12 @@ def upstream() -> Iterator[ScriptedHttp]:
 def proxy(engine_path: str, upstream: ScriptedHttp,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     directory = tmp_path_factory.mktemp(f"retries-{engine_path}")
-    port = free_port()
-    config = directory / "proxy.toml"
-    config.write_text(f"""
+    with running_proxy(directory, f"""
 workers = 1
 [upstream.app]
 servers = ["{upstream.address}"]
 [[server]]
-listen = ["127.0.0.1:{port}"]
+listen = ["127.0.0.1:{{port}}"]
   [[server.location]]
   path = "/"
   proxy_pass = "http://app"
@@ -65,14 +64,8 @@ listen = ["127.0.0.1:{port}"]
   path = "/patient/"
   proxy_pass = "http://app"
   read_timeout = "10s"
-""")
-    running = Proxy(config, directory / "proxy.log", env=engine_env(engine_path))
-    running.port = port
-    try:
-        running.wait_serving()
+""", env=engine_env(engine_path)) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def _sent(upstream: ScriptedHttp, path: bytes, since: int) -> int:

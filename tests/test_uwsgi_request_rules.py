@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.engine_paths import engine_env
-from tests.support.processes import Proxy, Upstream, free_port
+from tests.support.processes import Upstream
+from tests.support.sites import running_proxy
 from tests.support.uwsgi_server import running_uwsgi
 from tests.support.wire import Wire, request
 
@@ -24,27 +25,19 @@ def port(engine_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     directory = tmp_path_factory.mktemp(f"uwsgi-rules-{engine_path}")
     http = Upstream(directory / "http.log")
     try:
-        with running_uwsgi("environ.py", directory) as server:
-            listen = free_port()
-            config = directory / "proxy.toml"
-            config.write_text(f"""
+        with running_uwsgi("environ.py", directory) as server, running_proxy(directory, f"""
 workers = 1
 access_log = "off"
 [[server]]
-listen = ["127.0.0.1:{listen}"]
+listen = ["127.0.0.1:{{port}}"]
   [[server.location]]
   path = "/"
   proxy_pass = "http://{http.address}"
   [[server.location]]
   path = "/app/"
   uwsgi_pass = "{server.uwsgi_pass}"
-""")
-            proxy = Proxy(config, directory / "proxy.log", env=engine_env(engine_path))
-            try:
-                proxy.wait_serving()
-                yield listen
-            finally:
-                proxy.stop()
+""", env=engine_env(engine_path)) as proxy:
+            yield proxy.port
     finally:
         http.stop()
 

@@ -46,21 +46,30 @@ class Site:
 
 
 @contextmanager
+def running_proxy(directory: Path, config_text: str,
+                  env: dict | None = None) -> Iterator[Proxy]:
+    """The real master on `config_text`, serving; `{port}` in the text is a free port,
+    also `proxy.port`. The proxy is stopped on exit."""
+    port = free_port()
+    path = directory / "proxy.toml"
+    path.write_text(textwrap.dedent(config_text).replace("{port}", str(port)))
+    proxy = Proxy(path, directory / "proxy.log", env=env)
+    proxy.port = port
+    try:
+        proxy.wait_serving()
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@contextmanager
 def running_site(directory: Path, config_text: str,
                  env: dict | None = None) -> Iterator[Site]:
     upstream = Upstream(directory / "upstream.log")
-    proxy = None
     try:
-        port = free_port()
-        path = directory / "proxy.toml"
-        path.write_text(textwrap.dedent(config_text).replace("{port}", str(port))
-                        .replace("{upstream}", upstream.address)
-                        .replace("{dir}", str(directory)))
-        proxy = Proxy(path, directory / "proxy.log", env=env)
-        proxy.port = port
-        proxy.wait_serving()
-        yield Site(proxy, upstream)
+        text = config_text.replace("{upstream}", upstream.address).replace("{dir}",
+                                                                            str(directory))
+        with running_proxy(directory, text, env) as proxy:
+            yield Site(proxy, upstream)
     finally:
-        if proxy is not None:
-            proxy.stop()
         upstream.stop()
