@@ -4,9 +4,10 @@ Hypothesis draws a request method (GET or HEAD) and an upstream reply
 (tests/support/fuzz_strategies.py): statuses with and without a body (1xx
 first, 204, 304), HTTP/1.0 and 1.1, Content-Length, chunked with extensions
 and trailers, both, neither, Connection close or keep-alive, bytes after the
-framed end, and an upstream that closes or stays open. workers/response.py
-reads the head (read_response_head) and relays the reply (relay_response)
-from the reads the bytes arrive in: whole, cut at every split point, byte by
+framed end, and an upstream that closes or stays open. workers/exchange.py's
+sans-IO Reply takes the reply (its head, then its body re-framed for the
+client) from the reads the bytes arrive in, fed as workers/driver.py feeds
+them (tests/support/sans_io.py): whole, cut at every split point, byte by
 byte, and at split points hypothesis chooses. h11 reads the same bytes after
 sending the same request.
 
@@ -17,7 +18,7 @@ connection may be pooled: only when the reply was framed (Content-Length,
 chunked, 204, 304, HEAD), ended exactly with no byte left over, neither side
 said close, and the reply is HTTP/1.1 (nginx does not reuse a connection after
 an HTTP/1.0 reply; neither does h11). The connection is pooled when
-relay_response says it may be and the pool's peek on release
+the Reply says it may be (`reusable`) and the pool's peek on release
 (workers/upstreams.py) finds nothing waiting.
 
 Known differences from h11 are tags on the drawn reply, listed below with

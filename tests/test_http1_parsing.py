@@ -1,9 +1,10 @@
 """Client-side request reading, from plain bytes (workers/http1.py).
 
-The reader is fed through a fake socket that hands out the given pieces, so
-every rule is checked without a process: ambiguous framing, obfuscated
-Transfer-Encoding, bare LF, obs-fold, control characters, HTTP/0.9 and Host
-rules are HttpError(400); pipelined heads come out in order; bodies come out
+The sans-IO reader is fed the given pieces as a client's reads, as
+workers/driver.py feeds them (tests/support/sans_io.py), so every rule is
+checked without a process: ambiguous framing, obfuscated Transfer-Encoding,
+bare LF, obs-fold, control characters, HTTP/0.9 and Host rules are
+HttpError(400); pipelined heads come out in order; bodies come out
 de-chunked, a piece at a time.
 """
 
@@ -11,54 +12,17 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.sans_io import PiecesReader, read_requests
 from workers.errors import HttpError
-from workers.http1 import Request, RequestReader
-
-
-class WaitedForMore(Exception):
-    """The reader asked a client that has sent everything for more bytes."""
-
-
-class PiecesSocket:
-    """recv() returns the next piece, then b"" (the client closed) or, with
-    `then_wait`, raises WaitedForMore (the client is still there, waiting)."""
-
-    def __init__(self, *pieces: bytes, then_wait: bool = False) -> None:
-        self.pieces = list(pieces)
-        self.then_wait = then_wait
-
-    def settimeout(self, timeout: float | None) -> None:
-        pass
-
-    def recv(self, size: int, flags: int = 0) -> bytes:
-        if self.pieces:
-            return self.pieces.pop(0)
-        if self.then_wait:
-            raise WaitedForMore()
-        return b""
-
-    recv_when_ready = recv
-
-
-def reader(*pieces: bytes) -> RequestReader:
-    return RequestReader(PiecesSocket(*pieces))
+from workers.http1 import NEED_MORE, Request, RequestReader
 
 
 def read(*pieces: bytes) -> tuple[Request, bytes]:
     """The first request of `pieces` and its whole (de-chunked) body."""
-    r = reader(*pieces)
-    request = r.read_head(5, 5)
+    reads = PiecesReader(*pieces)
+    request = reads.head()
     assert request is not None
-    return request, body_of(r, request)
-
-
-def body_of(r: RequestReader, request: Request) -> bytes:
-    if not request.has_body:
-        return b""
-    pieces = []
-    while (piece := r.read_body(5)) is not None:
-        pieces.append(piece)
-    return b"".join(pieces)
+    return request, reads.whole_body(request)
 
 
 def status_of(*pieces: bytes) -> int:
@@ -117,19 +81,35 @@ def test_transfer_encoding_chunked_is_case_insensitive() -> None:
 
 
 def test_pipelined_requests_come_out_in_order_with_their_bodies() -> None:
-    r = reader(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n"
-               b"POST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
-               b"GET /3 HTTP/1.1\r\nHost: h\r\n\r\n")
-    seen = []
-    while (request := r.read_head(5, 5)) is not None:
-        seen.append((request.target, body_of(r, request)))
-    assert seen == [(b"/1", b""), (b"/2", b"abc"), (b"/3", b"")]
+    seen = read_requests(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n"
+                         b"POST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
+                         b"GET /3 HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert [(request.target, body) for request, body in seen] == [
+        (b"/1", b""), (b"/2", b"abc"), (b"/3", b"")]
 
 
 def test_a_clean_close_between_requests_is_not_an_error() -> None:
-    r = reader(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-    assert r.read_head(5, 5) is not None
-    assert r.read_head(5, 5) is None
+    reads = PiecesReader(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert reads.head() is not None
+    assert reads.head() is None
+
+
+def test_the_reader_asks_for_more_until_a_head_or_a_body_piece_is_whole() -> None:
+    """The sans-IO steps themselves: None or NEED_MORE until the bytes are fed."""
+    reader = RequestReader()
+    assert reader.idle and reader.head_from(b"POST / HTTP/1.1\r\nHost: h\r\n") is None
+    assert not reader.idle
+    request = reader.head_from(b"Content-Length: 5\r\n\r\nhe")
+    assert (request.target, request.content_length) == (b"/", 5)
+    assert reader.body_event() == b"he"
+    assert reader.body_event() is NEED_MORE
+    reader.feed_body(b"llo")
+    assert [reader.body_event(), reader.body_event()] == [b"llo", None]
+    assert reader.idle and reader.head_from(b"") is None
+    with pytest.raises(HttpError) as caught:
+        RequestReader().feed_body(b"")
+    assert (caught.value.status, caught.value.reason) == (
+        400, "client closed the connection mid-body")
 
 
 def test_http10_may_omit_host_and_does_not_keep_alive_by_default() -> None:
@@ -265,18 +245,18 @@ def test_http09_with_a_blank_line_is_400() -> None:
 
 def test_http09_without_headers_is_400_at_once() -> None:
     # `GET /\r\n` is a whole HTTP/0.9 request: the client waits for an answer.
-    r = RequestReader(PiecesSocket(b"GET /\r\n", then_wait=True))
+    reads = PiecesReader(b"GET /\r\n", then_wait=True)
     with pytest.raises(HttpError) as caught:
-        r.read_head(5, 5)
+        reads.head()
     assert caught.value.status == 400
 
 
 def test_http09_after_a_kept_alive_request_is_400_at_once() -> None:
-    r = RequestReader(PiecesSocket(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n", b"GET /\r\n",
-                                   then_wait=True))
-    assert r.read_head(5, 5).target == b"/1"
+    reads = PiecesReader(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n", b"GET /\r\n",
+                         then_wait=True)
+    assert reads.head().target == b"/1"
     with pytest.raises(HttpError) as caught:
-        r.read_head(5, 5)
+        reads.head()
     assert caught.value.status == 400
 
 
@@ -290,8 +270,8 @@ def test_http09_after_a_kept_alive_request_is_400_at_once() -> None:
 ], ids=["split-in-request-line", "split-in-header", "keep-alive-split-heads",
         "split-before-version", "empty-line-between"])
 def test_heads_split_anywhere_are_not_mistaken_for_http09(pieces: tuple[bytes, ...]) -> None:
-    r = reader(*pieces)
-    assert [r.read_head(5, 5).target, r.read_head(5, 5).target] == [b"/1", b"/2"]
+    reads = PiecesReader(*pieces)
+    assert [reads.head().target, reads.head().target] == [b"/1", b"/2"]
 
 
 def test_an_http11_request_without_host_is_400() -> None:

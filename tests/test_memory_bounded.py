@@ -1,4 +1,4 @@
-"""A worker's caches of header names and reply heads are bounded in bytes.
+"""A worker's caches of header names are bounded in bytes.
 
 Clients choose header names: a cache keyed by them and bounded by a count of
 entries grows with the names' length. Distinct 10 KB names once grew one
@@ -7,10 +7,9 @@ worker by 74 MiB in each of two caches of the uwsgi path (the encoded
 one, taken when a location has uwsgi_params). Each request here carries three
 header names of 8,000 bytes never seen before (a header line of nginx's
 largest, `large_client_header_buffers 4 8k`, which the proxy also enforces),
-to a uwsgi location (one pass), a
-uwsgi location with a uwsgi_param (two steps) and a proxy_pass location, on
-both request paths; the worker's RSS must grow by less than 30 MiB. The unit
-tests check the bound of each cache directly.
+to a uwsgi location (one pass), a uwsgi location with a uwsgi_param (two
+steps) and a proxy_pass location; the worker's RSS must grow by less than
+30 MiB. The unit tests check the bound of each cache directly.
 """
 
 from __future__ import annotations
@@ -25,9 +24,8 @@ from tests.support.engine_paths import engine_env
 from tests.support.raw_http import read_reply
 from tests.support.scripted_http import ScriptedHttp
 from tests.support.uwsgi_server import uwsgi_servers
-from workers import known_replies, uwsgi_packet
 from workers import uwsgi as uwsgi_module
-from workers.response_head import parse_response_head
+from workers import uwsgi_packet
 
 MiB = 1 << 20
 NAME_BYTES = 8_000
@@ -165,12 +163,3 @@ def test_a_connection_keeps_the_vars_of_short_header_lines_only():
     assert uwsgi_module._kept_shared_vars(conn, long) is not None  # encoded, not kept
     assert conn.uwsgi_vars is None
 
-
-def test_the_known_reply_table_is_bounded_by_its_bytes():
-    replies = known_replies.KnownReplies()
-    for number in range(5000):
-        head = (b"HTTP/1.1 200 OK\r\nX-N: %d\r\nX-Pad: %b\r\nContent-Length: 2\r\n\r\n"
-                % (number, b"p" * 900))
-        replies.add(head, parse_response_head(head), head)
-        size = sum(len(head) + len(client) for head, (_, client) in replies.heads.items())
-        assert size <= known_replies.BUDGET

@@ -12,31 +12,17 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.sans_io import PiecesReader
 from workers.errors import HttpError
 from workers.headers import PLAIN_TOKENS, upstream_request_head, upstream_request_head_from_lines
 from workers.http1 import Request, RequestReader
 
 
-class PiecesSocket:
-    """recv() returns the next piece, then b"" (the client closed)."""
-
-    def __init__(self, *pieces: bytes) -> None:
-        self.pieces = list(pieces)
-
-    def settimeout(self, timeout: float | None) -> None:
-        pass
-
-    def recv(self, size: int, flags: int = 0) -> bytes:
-        return self.pieces.pop(0) if self.pieces else b""
-
-    recv_when_ready = recv
-
-
 def read_head(data: bytes, *, llhttp: bool = False) -> Request:
-    reader = RequestReader(PiecesSocket(data))
-    # read_head tries _plain_head only while llhttp has not seen an Upgrade.
-    reader.upgraded = llhttp
-    request = reader.read_head(5, 5)
+    reads = PiecesReader(data)
+    # head_from tries _plain_head only while llhttp has not seen an Upgrade.
+    reads.reader.upgraded = llhttp
+    request = reads.head()
     assert request is not None
     return request
 
@@ -54,7 +40,7 @@ def status_of(data: bytes) -> int:
 
 
 def fast_is_refused(data: bytes) -> bool:
-    return RequestReader(PiecesSocket())._plain_head(data) is None
+    return RequestReader()._plain_head(data) is None
 
 
 BROWSER = (b"GET /search?q=proxy&page=2 HTTP/1.1\r\nHost: example.test\r\n"
@@ -163,43 +149,42 @@ def test_a_bad_request_is_left_to_llhttp_and_refused(data: bytes, status: int) -
 # -- pipelining and split heads ----------------------------------------------------------
 
 def test_two_plain_requests_in_one_recv_come_out_in_order() -> None:
-    reader = RequestReader(PiecesSocket(
+    reads = PiecesReader(
         b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n"
-        b"HEAD /2?x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"))
-    first, second = reader.read_head(5, 5), reader.read_head(5, 5)
+        b"HEAD /2?x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    first, second = reads.head(), reads.head()
     assert (first.method, first.target, first.keep_alive) == (b"GET", b"/1", True)
     assert (second.method, second.target, second.keep_alive) == (b"HEAD", b"/2?x", False)
     assert first.lines == b"\r\nHost: h\r\n"
     assert second.lines == b"\r\nHost: h\r\nConnection: close\r\n"
-    assert reader.read_head(5, 5) is None
+    assert reads.head() is None
 
 
 def test_a_post_pipelined_after_a_plain_request_keeps_its_body() -> None:
-    reader = RequestReader(PiecesSocket(
+    reads = PiecesReader(
         b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n"
         b"POST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
-        b"GET /3 HTTP/1.1\r\nHost: h\r\n\r\n"))
-    assert reader.read_head(5, 5).target == b"/1"
-    post = reader.read_head(5, 5)
+        b"GET /3 HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert reads.head().target == b"/1"
+    post = reads.head()
     assert (post.method, post.target, post.lines, post.content_length) == (
         b"POST", b"/2", None, 5)
-    assert [reader.read_body(5), reader.read_body(5)] == [b"hello", None]
-    assert reader.read_head(5, 5).target == b"/3"
-    assert reader.read_head(5, 5) is None
+    assert [reads.body(), reads.body()] == [b"hello", None]
+    assert reads.head().target == b"/3"
+    assert reads.head() is None
 
 
 @pytest.mark.parametrize("cut", [1, 9, 20, 28], ids=["method", "target", "header", "blank"])
 def test_a_plain_request_then_half_a_head_then_the_rest(cut: int) -> None:
     second = b"GET /2 HTTP/1.1\r\nHost: h2\r\n\r\n"
-    reader = RequestReader(PiecesSocket(b"GET /1 HTTP/1.1\r\nHost: h1\r\n\r\n" + second[:cut],
-                                        second[cut:]))
-    first = reader.read_head(5, 5)
+    reads = PiecesReader(b"GET /1 HTTP/1.1\r\nHost: h1\r\n\r\n" + second[:cut], second[cut:])
+    first = reads.head()
     assert (first.target, first.host) == (b"/1", b"h1")
-    request = reader.read_head(5, 5)
+    request = reads.head()
     assert (request.method, request.target, request.host, request.keep_alive) == (
         b"GET", b"/2", b"h2", True)
     assert request.headers == [(b"Host", b"h2")]
-    assert reader.read_head(5, 5) is None
+    assert reads.head() is None
 
 
 # -- where llhttp has rules of its own ---------------------------------------------------------

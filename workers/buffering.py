@@ -6,9 +6,9 @@ to `buffers_size` (64k), then in an unnamed temporary file up to
 connection nor a uWSGI process: the upstream side is released as soon as the
 whole reply is in, and the held bytes then go out at the client's pace.
 Buffering never delays bytes the client can take now: every write is tried at
-once, and while the relay waits for the upstream it also wakes when the client
-can take more. Past both limits the relay waits for the client (nginx then
-stops reading the upstream too).
+once (workers/driver.py), and only what the client's socket refuses is held
+here, then pushed when it turns writable. Past both limits the driver stops
+reading the upstream until the client takes more (as nginx does).
 
 `X-Accel-Buffering: no` from the upstream turns it off for one reply, `yes` on;
 `buffering = false` on a location turns it off.
@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from time import monotonic as _monotonic
 from typing import TYPE_CHECKING
-
-from gevent import get_hub
-from gevent.hub import Waiter
 
 from workers.stats import stats
 from workers.stream import Stream
@@ -47,9 +43,8 @@ def wants_buffering(lines: bytes, default: bool) -> bool:
 
 
 class HeldOutput:
-    """The client's side of one relayed reply: `send` never waits for the client
-    until the limits are reached; `recv` reads the upstream and moves held bytes
-    meanwhile; `finish` sends what is held, at the client's pace."""
+    """What the client of one reply has not taken yet: `hold` keeps it (memory, then
+    the file), `push` sends as much as the client takes now, never waiting."""
 
     __slots__ = ("conn", "memory", "memory_size", "memory_limit", "file", "written",
                  "read", "file_limit")
@@ -66,21 +61,6 @@ class HeldOutput:
     @property
     def held(self) -> int:
         return self.memory_size + self.written - self.read
-
-    # -- towards the client -------------------------------------------------------
-    def send(self, data: bytes | memoryview) -> None:
-        conn = self.conn
-        conn.response_started = True
-        if not self.held:
-            sent = _send_now(conn.sock, data)
-            if sent == len(data):
-                return
-            data = data[sent:]
-        self._hold(bytes(data))
-        self.push()
-        while self.held > self.memory_limit + self.file_limit:
-            self._wait_for_client()  # both limits reached: the client sets the pace
-            self.push()
 
     def push(self) -> None:
         """Send held bytes, as many as the client takes now."""
@@ -100,23 +80,13 @@ class HeldOutput:
             if sent < len(data):
                 return
 
-    def finish(self) -> None:
-        """Send everything held; each wait for the client is bounded by its send timeout."""
-        try:
-            self.push()
-            while self.held:
-                self._wait_for_client()
-                self.push()
-        finally:
-            self.close()
-
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
             self.file = None
         self.memory = []
 
-    def _hold(self, data: bytes) -> None:
+    def hold(self, data: bytes) -> None:
         if self.file is None:
             if self.memory_size + len(data) <= self.memory_limit or not self.file_limit:
                 self.memory.append(data)
@@ -126,55 +96,6 @@ class HeldOutput:
             self.file = tempfile.TemporaryFile(prefix="prefork-proxy-reply-")  # noqa: SIM115
         os.write(self.file.fileno(), data)
         self.written += len(data)
-
-    def _wait_for_client(self) -> None:
-        client = self.conn.sock
-        client.timeout = self.conn.send_timeout  # nginx's send_timeout: TimeoutError past it
-        client._wait(client.write_event)
-
-    # -- from the upstream ----------------------------------------------------------
-    def recv(self, upstream: Stream, size: int) -> bytes:
-        """upstream.recv(size), moving held bytes to the client while it waits; the
-        upstream's read timeout counts from the call (TimeoutError past it)."""
-        if not self.held:
-            return upstream.recv(size)
-        deadline = _monotonic() + (upstream.timeout or 0.0)
-        while True:
-            try:
-                return upstream.sock.recv(size)
-            except BlockingIOError:
-                pass
-            self.push()
-            if not self.held:  # all out: a plain wait, for what is left of the timeout
-                timeout = upstream.timeout
-                upstream.timeout = max(deadline - _monotonic(), 0.001)
-                try:
-                    return upstream.recv(size)
-                finally:
-                    upstream.timeout = timeout
-            self._wait_either(upstream, deadline)
-
-    def _wait_either(self, upstream: Stream, deadline: float) -> None:
-        """Park until the upstream is readable or the client writable."""
-        hub = get_hub()
-        waiter = Waiter(hub)
-        upstream.read_waiter = waiter
-        if not upstream.read_event.active:
-            upstream.read_event.start(upstream._readable)
-        writable = self.conn.sock.write_event
-        writable.start(waiter.switch, "writable")
-        timer = hub.loop.timer(max(deadline - _monotonic(), 0.0))
-        timer.start(waiter.switch, "timeout")
-        try:
-            woken_by = waiter.get()
-        finally:
-            writable.stop()
-            timer.stop()
-            timer.close()
-            upstream.read_waiter = None
-        if woken_by == "timeout":
-            raise TimeoutError("upstream read timeout")
-
 
 def _send_now(sock: Stream, data: bytes | memoryview) -> int:
     """What the client takes without waiting (0 when its socket is full)."""

@@ -43,6 +43,7 @@ class UpstreamError(HttpError):
     def __init__(self, status: int, reason: str, *, retryable: bool = False) -> None:
         super().__init__(status, reason)
         self.retryable = retryable
+        self.logged = False  # its error-log line is written (once per failure)
 
 
 def error_page(status: int, *, close: bool) -> bytes:

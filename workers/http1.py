@@ -1,9 +1,9 @@
 """Client-side HTTP/1.1 reading: httptools (llhttp) callbacks fill a Request.
 
-The reader feeds one recv() at a time to the parser and queues what the
-callbacks produce (a head, body pieces, the end), so pipelined requests are
-answered in order and a body is never held whole: the socket is only read when
-the queue is empty. llhttp is strict by default; the checks it leaves to us
+Sans-IO: the driver (workers/driver.py) feeds each read to the parser, which
+queues what the callbacks produce (a head, body pieces, the end), so pipelined
+requests are answered in order and a body is never held whole: the socket is
+only read when the queue is empty. llhttp is strict by default; the checks it leaves to us
 (Host count, framing conflicts, versions) are in `_check_head`.
 
 Most requests are a plain GET or HEAD with no body: `_plain_head` reads those
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from time import monotonic as _monotonic
 
 import httptools
 
@@ -26,7 +25,6 @@ from workers import abnf
 from workers.document_uri import document_uri
 from workers.errors import HttpError
 from workers.headers import add_connection_tokens
-from workers.stats import stats
 
 RECV_SIZE = 65536  # body reads
 # A head is read into one page-sized buffer first, as nginx reads a request line
@@ -39,6 +37,7 @@ MAX_HEAD_SIZE = 32 * 1024
 MAX_LINE_SIZE = 8 * 1024
 MAX_URI_SIZE = 8 * 1024
 _HEAD, _BODY, _END = 0, 1, 2
+NEED_MORE = object()  # body_event: nothing queued, read more
 # llhttp drops the whitespace before a value and keeps what trails it: so do these.
 # (No CR after the value's run: `[ \t]*([^\r]*)\r` would backtrack quadratically
 # over a run of spaces with no CR after it; the run stops at the CR anyway.)
@@ -104,13 +103,8 @@ class Request:
         return None
 
 
-class ClientClosed(Exception):
-    """The client closed the connection (cleanly between requests, or mid-message)."""
-
-
 class RequestReader:
-    def __init__(self, sock) -> None:  # noqa: ANN001 - a gevent socket
-        self.sock = sock
+    def __init__(self) -> None:
         self.parser = httptools.HttpRequestParser(self)
         self.events: deque = deque()
         self.request: Request | None = None
@@ -201,14 +195,6 @@ class RequestReader:
         self.between_messages = True
 
     # -- reading -----------------------------------------------------------------
-    def _fill(self) -> None:
-        """Read more of the current request's body."""
-        data = self.sock.recv(RECV_SIZE)
-        if not data:
-            raise ClientClosed()
-        stats.bytes_in += len(data)
-        self._feed(data)
-
     def _feed(self, data: bytes) -> None:
         # Where llhttp stood when this read began, for _refuse_tab_before_value.
         started_between, started_in_head = self.between_messages, self.in_head
@@ -282,40 +268,14 @@ class RequestReader:
         if rest:
             self._feed(rest)
 
-    def read_head(self, idle_timeout: float, head_timeout: float,
-                  deadline: float | None = None) -> Request | None:
-        """The next request head, or None if the client closed between requests.
-
-        nginx's client_header_timeout is a deadline for the whole head, not reset
-        by each read: `head_timeout` after its first byte, or `deadline` (a
-        time.monotonic() value: the accept's time plus the timeout, for a
-        connection's first request), which also bounds the wait for that first
-        byte. Without `deadline`, the wait for the first byte is `idle_timeout`
-        (the keep-alive timeout). Past the deadline: TimeoutError.
-        """
-        self.started = bool(self.events) or bool(self.leftover)
-        self.line_run = 0
-        if deadline is None:
-            self.sock.settimeout(idle_timeout)
-        else:
-            self.sock.settimeout(max(deadline - _monotonic(), 0.001))
-        # After a response, the next request cannot be here yet: wait before reading.
-        expect_wait = self.served
-        while not self.events:
-            if self.deferred_error is not None:
-                raise self.deferred_error
-            data, self.leftover = self.leftover, b""
-            if not data:
-                data = self.sock.recv_when_ready(HEAD_RECV_SIZE) if expect_wait \
-                    else self.sock.recv(HEAD_RECV_SIZE)
-                expect_wait = False
-                if not data:
-                    if self.started:
-                        raise HttpError(400, "client closed the connection mid-request")
-                    return None
-                self.started = True
-                stats.bytes_in += len(data)
-            if self.between_messages and not self.upgraded:
+    # -- sans-IO reading, for workers/driver.py ------------------------------------
+    def head_from(self, data: bytes) -> Request | None:
+        """`data` (just read, or b"") fed; the next complete request head, or None
+        while it is not whole (the caller keeps client_header_timeout). Raises
+        HttpError for a bad head, or a parse error deferred after earlier requests."""
+        if data:
+            self.started = True
+            if self.between_messages and not self.upgraded and not self.events:
                 request = self._plain_head(data)
                 if request is not None:
                     self.served = True
@@ -323,25 +283,44 @@ class RequestReader:
             request = self.request
             self._feed(data)
             self._count_line_run(data)
-            if self.events:
-                break
-            if self.request is not request:
-                _refuse_http09(data)  # a message began at data[0] and its head is not complete
-            # The head is not whole: the rest must come by the deadline.
-            now = _monotonic()
-            if deadline is None:
-                deadline = now + head_timeout
-            elif now >= deadline:
-                raise TimeoutError("client_header_timeout")
-            self.sock.settimeout(deadline - now)
-        kind, request = self.events.popleft()
+            if not self.events and self.request is not request:
+                _refuse_http09(data)  # a message began at data[0] and its head is not whole
+        events = self.events
+        if not events:
+            if self.deferred_error is not None:
+                raise self.deferred_error
+            return None
+        kind, request = events.popleft()
         if kind != _HEAD:
             raise HttpError(400, "request body was not consumed")  # a caller bug
         self.served = True
-        if not request.has_body and self.events and self.events[0][0] == _END:
-            # llhttp ends a bodiless message in the same feed as its head.
-            self.events.popleft()
+        if not request.has_body and events and events[0][0] == _END:
+            events.popleft()  # llhttp ends a bodiless message in the same feed as its head
         return request
+
+    def body_event(self) -> bytes | None | object:
+        """The next piece of the current body, None at its end, or NEED_MORE."""
+        events = self.events
+        if not events:
+            if self.deferred_error is not None:
+                raise self.deferred_error
+            return NEED_MORE
+        kind, data = events.popleft()
+        if kind == _HEAD:  # cannot happen: END always precedes the next HEAD
+            raise HttpError(400, "request framing error")
+        return data if kind == _BODY else None
+
+    def feed_body(self, data: bytes) -> None:
+        """Body bytes just read (b"": the client closed mid-body, a 400)."""
+        if not data:
+            raise HttpError(400, "client closed the connection mid-body")
+        self._feed(data)
+
+    @property
+    def idle(self) -> bool:
+        """Between requests, with nothing of the next one read."""
+        return (self.between_messages and not self.events and not self.leftover
+                and self.deferred_error is None)
 
     def _refuse_tab_before_value(self, data: bytes, started_between: bool,
                                  started_in_head: bool, queued: int) -> None:
@@ -429,26 +408,6 @@ class RequestReader:
         request.query = query
         self.leftover = data[match.end():]
         return request
-
-    def read_body(self, timeout: float) -> bytes | None:
-        """The next piece of the current request's (de-chunked) body; None at its end."""
-        if not self.events:
-            self.sock.settimeout(timeout)
-            while not self.events:
-                if self.deferred_error is not None:
-                    raise self.deferred_error
-                try:
-                    self._fill()
-                except ClientClosed:
-                    raise HttpError(400, "client closed the connection mid-body") from None
-                except TimeoutError:
-                    # nginx client_body_timeout: the client stalled, not the upstream;
-                    # an HttpError, so that no caller takes it for an upstream's timeout.
-                    raise HttpError(408, "client timed out sending the request body") from None
-        kind, data = self.events.popleft()
-        if kind == _HEAD:  # cannot happen: END always precedes the next HEAD
-            raise HttpError(400, "request framing error")
-        return data if kind == _BODY else None
 
     def take_upgrade_rest(self) -> bytes:
         """Bytes the client sent after an Upgrade request's head (for the tunnel)."""

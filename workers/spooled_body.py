@@ -12,14 +12,8 @@ unnamed (`tempfile.TemporaryFile`) and vanishes when closed.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
-from typing import TYPE_CHECKING, BinaryIO
-
-from workers.buffers import pool
-from workers.errors import HttpError
-
-if TYPE_CHECKING:
-    from workers.client import ClientConnection
+from collections.abc import Iterator
+from typing import BinaryIO
 
 SPOOL_THRESHOLD = 16 << 10  # nginx's client_body_buffer_size on 64-bit platforms
 
@@ -50,21 +44,16 @@ class SpooledBody:
             self.file.write(b"".join(self.pieces))
             self.pieces, self.memory_size = [], 0
 
-    def send(self, sendall: Callable[[bytes | memoryview], None], first: bytes = b"") -> None:
-        """Send `first` (a packet head) and then the whole body through `sendall`."""
+    def pieces_to_send(self, size: int = 65536) -> Iterator[bytes]:
+        """The whole body, a piece at a time (a read from the file per piece)."""
         if self.file is None:
-            sendall(b"".join([first, *self.pieces]))
+            if self.pieces:
+                yield b"".join(self.pieces)
             return
-        if first:
-            sendall(first)
         self.file.flush()
         self.file.seek(0)
-        buffer = pool.get()
-        try:
-            while count := self.file.readinto(buffer):
-                sendall(buffer[:count])
-        finally:
-            pool.put(buffer)
+        while piece := self.file.read(size):
+            yield piece
 
     def close(self) -> None:
         self.pieces = []
@@ -73,16 +62,3 @@ class SpooledBody:
             self.file = None
 
 
-def read_whole_body(conn: ClientConnection, limit: int,
-                    threshold: int = SPOOL_THRESHOLD) -> SpooledBody:
-    """The client's (de-chunked) request body, whole; 413 past `limit` (0: none)."""
-    body = SpooledBody(threshold)
-    try:
-        while (piece := conn.reader.read_body(conn.body_timeout)) is not None:
-            body.write(piece)
-            if limit and body.size > limit:
-                raise HttpError(413, f"request body over client_max_body_size ({limit} bytes)")
-    except BaseException:
-        body.close()
-        raise
-    return body

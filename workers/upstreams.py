@@ -23,10 +23,7 @@ import time
 from collections import deque
 
 from prefork_proxy.config import Upstream
-from prefork_proxy.values import Address
-from workers import stream
 from workers.balancing import Balancer
-from workers.errors import UpstreamError
 from workers.stream import Stream
 
 log = logging.getLogger("worker")
@@ -53,16 +50,6 @@ class UpstreamPool:
         self.balancer = Balancer(upstream)
         self.idle: deque[UpstreamConnection] = deque()
         self._on_idle_readable = self._closed_while_idle
-
-    def acquire(self, peer_index: int, connect_timeout: float, *,
-                pooled: bool = True) -> UpstreamConnection:
-        """A connection to a peer: a pooled one if any, else a new one."""
-        if pooled:
-            connection = self._take_idle(peer_index)
-            if connection is not None:
-                return connection
-        address = self.upstream.peers[peer_index].address
-        return UpstreamConnection(connect(address, connect_timeout), peer_index)
 
     def take_idle(self, peer_index: int) -> UpstreamConnection | None:
         """The most recently used idle connection to a peer, if any."""
@@ -150,17 +137,6 @@ def log_excess(stream: Stream, count: int | None, qualifier: str = "") -> None:
     amount = "" if count is None else f"{qualifier}{count} "
     log.warning("upstream %s sent %sbytes past the end of a reply; connection closed",
                 peer, amount)
-
-
-def connect(address: Address, timeout: float, nodelay: bool = True) -> Stream:
-    """Open a connection to a peer; UpstreamError(502/504) on failure."""
-    try:
-        return stream.connect(address, timeout, nodelay)
-    except TimeoutError:
-        raise UpstreamError(504, f"connect to {address} timed out", retryable=True) from None
-    except OSError as exc:
-        raise UpstreamError(502, f"connect to {address} failed: {exc.strerror or exc}",
-                            retryable=True) from None
 
 
 # Keyed by identity: hashing the frozen dataclass would walk every peer per request.

@@ -33,7 +33,8 @@ from prefork_proxy.config import Config, Server
 from prefork_proxy.scoreboard import DRAINING, READY, Scoreboard
 from workers import upstreams
 from workers.access_log import AccessLog
-from workers.client import DRAIN_IDLE_TIMEOUT, ClientConnection
+from workers.client import ClientConnection
+from workers.driver import DRAIN_IDLE_TIMEOUT
 from workers.errors import error_page
 from workers.routing import Router
 from workers.stats import stats

@@ -1,22 +1,14 @@
-"""The two request paths, until there is one engine: the callback lane and the greenlet path.
+"""The engine the integration tests run on: the one driver (workers/driver.py).
 
-`PREFORK_PROXY_LANE=0` in the proxy's environment sends every request down the
-greenlet path (workers/client.py). Integration tests of the hardening rules run
-on both, with the module-scoped `engine_path` fixture of tests/conftest.py:
-
-    def test_x(engine_path, ...):
-        proxy = start_proxy(config, env=engine_env(engine_path))
+Kept as a fixture so that the modules which once ran on two request paths keep
+their shape; there is one path now.
 """
 
 from __future__ import annotations
 
-import os
-
-ENGINE_PATHS = ("lane", "greenlet")
+ENGINE_PATHS = ("driver",)
 
 
 def engine_env(path: str) -> dict | None:
-    """The proxy's environment for `path` (None: inherit ours, the lane on)."""
-    if path == "lane":
-        return None
-    return {**os.environ, "PREFORK_PROXY_LANE": "0"}
+    """The proxy's environment for `path`: the inherited one."""
+    return None

@@ -7,14 +7,15 @@ trailing garbage or a cut-off end. Each message carries the tags of what
 was drawn for it (`bare_lf`, `cl_and_te`, ...), so a test can tell a
 known difference between the proxy and the reference from a new one.
 `proxy_requests(pieces)` feeds the pieces, as the reads of a client, to
-workers/http1.py's RequestReader the way workers/client.py and proxy_http.py
-drive it; `h11_requests(data)` reads the same bytes with h11's strict server.
+workers/http1.py's sans-IO RequestReader the way workers/driver.py drives it
+(tests/support/sans_io.py); `h11_requests(data)` reads the same bytes with
+h11's strict server.
 
 Replies: `reply_exchanges()` draws a request method and an upstream reply
 (status, version, framing, Connection, body, bytes after the framed end,
-whether the upstream closes). `proxy_reply(...)` runs workers/response.py's
-read_response_head and relay_response over a fake upstream socket and a fake
-client; `h11_reply(...)` reads the same bytes with h11's client.
+whether the upstream closes). `proxy_reply(...)` feeds the upstream's reads
+to workers/exchange.py's Reply as the driver does, and reads back what it
+sends the client; `h11_reply(...)` reads the same bytes with h11's client.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from dataclasses import dataclass, field
 import h11
 from hypothesis import strategies as st
 
+from tests.support.sans_io import CLOSED_MID_HEAD, PiecesReader, take_reply
 from workers.errors import HttpError, UpstreamError
-from workers.http1 import RequestReader
-from workers.response import read_response_head, relay_response
 
 # -- building blocks -------------------------------------------------------------------
 
@@ -192,6 +192,8 @@ def request_message(draw) -> Message:  # noqa: ANN001
             tags.add("version_2")
         elif version in (b"HTTP/1.2", b"HTTP/0.9"):
             tags.add("version_other")
+        elif not version:
+            tags.add("http09_request_line")
     http10 = version == b"HTTP/1.0"
     sep1 = sep2 = b" "
     if _rare(draw, 4):
@@ -326,9 +328,11 @@ def request_streams(draw) -> Stream:  # noqa: ANN001
             message.tags.add("after_declined_upgrade")
         messages.append(message)
     if _rare(draw, 8):
-        messages.append(Message(draw(st.sampled_from([
+        garbage = draw(st.sampled_from([
             b"XYZ\r\n\r\n", b"GET\r\n\r\n", b"\x00\x01\x02\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\n\r\n", b"GET /\r\n\r\n"])), {"garbage"}))
+            b"HTTP/1.1 200 OK\r\n\r\n", b"GET /\r\n\r\n"]))
+        messages.append(Message(garbage, {"garbage"} | (
+            {"http09_request_line"} if garbage == b"GET /\r\n\r\n" else set())))
     stream = Stream(messages)
     if _rare(draw, 12):
         stream.cut = draw(st.integers(0, max(0, len(stream.data) - 1)))
@@ -336,28 +340,6 @@ def request_streams(draw) -> Stream:  # noqa: ANN001
 
 
 # -- reading requests ------------------------------------------------------------------
-
-class PiecesSocket:
-    """A client's socket: each recv() gets the next piece (at most `size` bytes of
-    it), then b"" as when the client has closed."""
-
-    def __init__(self, pieces: list[bytes]) -> None:
-        self.pieces = [piece for piece in pieces if piece]
-
-    def settimeout(self, timeout: float | None) -> None:
-        pass
-
-    def recv(self, size: int) -> bytes:
-        if not self.pieces:
-            return b""
-        piece = self.pieces.pop(0)
-        if len(piece) > size:
-            self.pieces.insert(0, piece[size:])
-            piece = piece[:size]
-        return piece
-
-    recv_when_ready = recv
-
 
 @dataclass(frozen=True)
 class ReadRequest:
@@ -388,9 +370,9 @@ class Reading:
     def ending(self) -> str:
         """How the reading ended, a client that closed in the middle of a request
         head being one with a client that closed between requests ("eof"): the
-        proxy answers the first 400 only if the partial head came in a later read
-        than the request before it (it is closing anyway; nginx closes without an
-        answer there)."""
+        proxy answers it 400 (workers/driver.py: a close once any byte of a head
+        has come), but the connection closes either way, and nginx closes
+        without an answer there."""
         if self.end == "error" and self.reason == CLOSED_MID_HEAD:
             return "eof"
         return self.end
@@ -398,9 +380,6 @@ class Reading:
     def summary(self) -> tuple:
         ending = self.ending
         return (self.requests, ending, self.status if ending == "error" else None)
-
-
-CLOSED_MID_HEAD = "client closed the connection mid-request"  # workers/http1.py's reason
 
 
 def _fields(pairs) -> tuple[tuple[bytes, bytes], ...]:  # noqa: ANN001
@@ -415,27 +394,25 @@ def _fields(pairs) -> tuple[tuple[bytes, bytes], ...]:  # noqa: ANN001
 
 
 def proxy_requests(pieces: list[bytes]) -> Reading:
-    """Read requests as workers/client.py does: read_head, then read_body to the end
+    """Read requests as workers/driver.py does: the head, then the body to its end
     when the request has one, then resume after an upgrade the upstream declined (a
     non-101 answer); stop after a request without keep-alive. An HttpError ends
     the reading as the client's 4xx/505 answer; anything else propagates."""
-    reader = RequestReader(PiecesSocket(pieces))
+    reads = PiecesReader(*pieces)
+    reader = reads.reader
     requests: list[ReadRequest] = []
     try:
         while True:
-            request = reader.read_head(5.0, 5.0)
+            request = reads.head()
             if request is None:
                 return Reading(requests, "eof")
-            body = []
-            if request.has_body:
-                while (piece := reader.read_body(5.0)) is not None:
-                    body.append(piece)
+            body = reads.whole_body(request)
             requests.append(ReadRequest(
                 request.method, request.target, request.version.encode(),
-                _fields(request.headers), b"".join(body), request.keep_alive))
+                _fields(request.headers), body, request.keep_alive))
             if request.upgrade is not None:
-                # proxy_http._relay, after relaying a non-101 answer: an error here
-                # closes the connection (the answer has gone out).
+                # The driver's _finish, after a non-101 answer: an error here closes
+                # the connection (the answer has gone out).
                 try:
                     reader.resume_after_refused_upgrade()
                 except HttpError as error:
@@ -562,77 +539,6 @@ def reply_exchanges(draw) -> Exchange:  # noqa: ANN001
     return Exchange(method, interim + head + body + extra, closes, tags)
 
 
-class UpstreamSocket:
-    """An upstream's socket: recv() hands out the reply in pieces; at the end, b""
-    if the upstream closed, else Blocked (a read that would wait for ever)."""
-
-    def __init__(self, pieces: list[bytes], closes: bool) -> None:
-        self.pieces = [piece for piece in pieces if piece]
-        self.closes = closes
-        self.sock = self  # as workers.stream.Stream's raw socket, for the excess log line
-
-    def getpeername(self) -> tuple[str, int]:
-        return ("127.0.0.1", 0)
-
-    def _next(self, size: int) -> bytes | None:
-        if not self.pieces:
-            if self.closes:
-                return b""
-            return None
-        piece = self.pieces.pop(0)
-        if len(piece) > size:
-            self.pieces.insert(0, piece[size:])
-            piece = piece[:size]
-        return piece
-
-    def recv(self, size: int) -> bytes:
-        data = self._next(size)
-        if data is None:
-            raise Blocked()
-        return data
-
-    recv_when_ready = recv
-
-    def recv_nowait(self, size: int) -> bytes | None:
-        return self._next(size)
-
-    def recv_into(self, buffer, size: int = 0) -> int:  # noqa: ANN001
-        data = self.recv(size or len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
-    def alive(self) -> bool:
-        """workers/stream.py's peek: open, with no byte waiting."""
-        return not self.pieces and not self.closes
-
-
-class Blocked(Exception):
-    """The proxy read from an upstream that has nothing more to send and stays open."""
-
-
-class FakeClient:
-    """The client connection relay_response writes to."""
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-        self.status = 0
-        self.body_bytes = 0
-        self.response_started = False
-
-    def send(self, data: bytes) -> None:
-        self.response_started = True
-        self.sent.append(bytes(data))
-
-
-class ClientRequest:
-    """The request relay_response answers (an HTTP/1.1 client with keep-alive)."""
-
-    def __init__(self, method: bytes) -> None:
-        self.method = method
-        self.version = "1.1"
-        self.target = b"/"
-
-
 @dataclass
 class ReplyReading:
     """How a reply was taken: "error" (refused, or cut off mid-body), "waits" (the
@@ -650,27 +556,22 @@ class ReplyReading:
 
 
 def proxy_reply(method: bytes, pieces: list[bytes], closes: bool) -> ReplyReading:
-    """The proxy's taking of a reply: read_response_head, then relay_response to an
-    HTTP/1.1 client; the body is what the client receives (read back with h11),
-    and the connection is reused only if relay_response says so and the pool's
-    peek on release (workers/upstreams.py) finds nothing waiting."""
-    upstream = UpstreamSocket(pieces, closes)
-    client = FakeClient()
+    """The proxy's taking of a reply: the upstream's reads fed to exchange.Reply
+    for an HTTP/1.1 client with keep-alive, as workers/driver.py feeds them; the
+    body is what the client receives (read back with h11), and the connection is
+    pooled only if the Reply says it may be and the pool's peek on release
+    (workers/upstreams.py) finds nothing waiting."""
     try:
-        first = upstream.recv_when_ready(8192)
-        response, rest = read_response_head(upstream, first)
-        if response.status == 101:
-            # proxy_http._relay: a 101 to a request that asked for no upgrade is a 502.
-            return ReplyReading("error", detail="101 without an Upgrade request")
-        _, reusable = relay_response(client, ClientRequest(method), upstream, response,
-                                     rest, True)
+        taken = take_reply(pieces, method, closes=closes)
     except UpstreamError as error:
         return ReplyReading("error", detail=error.reason)
-    except Blocked:
+    if taken.reply.switching:
+        # The driver: a 101 to a request that asked for no upgrade is a 502.
+        return ReplyReading("error", detail="101 without an Upgrade request")
+    if taken.waits:
         return ReplyReading("waits")
-    reusable = reusable and upstream.alive()
-    status, body = _client_view(method, b"".join(client.sent))
-    return ReplyReading("done", status, body, reusable)
+    status, body = _client_view(method, taken.sent)
+    return ReplyReading("done", status, body, taken.pooled)
 
 
 def _client_view(method: bytes, data: bytes) -> tuple[int, bytes]:
