@@ -148,6 +148,21 @@ def test_a_valid_request_then_garbage_is_answered_then_400(site: Site, valid: by
         assert wire.closed()
 
 
+@pytest.mark.parametrize("after", [b"XYZ\r\n\r\n", b"CONNECT / HTTP/1.1\r\nHost: h\r\n\r\n"])
+def test_a_refused_upgrade_then_a_bad_request_is_answered_then_refused(
+        site: Site, after: bytes) -> None:
+    """The upstream answers an Upgrade request without switching: what the client sent
+    after its head is read as HTTP, and a bad request there is answered (400, or 405
+    for CONNECT) and the connection closed, not left hanging."""
+    with Wire(site.port) as wire:
+        wire.send(b"GET /echo/upgrade HTTP/1.1\r\n" + UPGRADE + b"\r\n" + after)
+        first = wire.response()
+        assert first.status == 200, first.raw_head
+        second = wire.response()
+        assert second.status == (405 if after.startswith(b"CONNECT") else 400)
+        assert wire.closed()
+
+
 # -- absolute-form targets ------------------------------------------------------------
 def test_the_absolute_form_host_wins_over_host(site: Site) -> None:
     with Wire(site.port) as wire:

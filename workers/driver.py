@@ -756,8 +756,11 @@ class Driver:
         upgrade_rest = request is not None and request.upgrade is not None
         self.conn.response_started = False
         self._clear_request()
-        if upgrade_rest:
-            self.reader.resume_after_refused_upgrade()  # the upstream did not switch
+        if upgrade_rest:  # the upstream did not switch: what followed the head is HTTP
+            try:
+                self.reader.resume_after_refused_upgrade()
+            except HttpError as exc:  # answered after this request, as a deferred error is
+                self.reader.deferred_error = exc
         if not keep:
             return self._close()
         self._wait_for_request(self.site.keepalive_timeout)
