@@ -96,8 +96,13 @@ def http_request_head(request: Request, location: Location, client_ip: bytes,
         framing = b"Content-Length: %d\r\n" % request.content_length
     else:
         framing = b""
+    headers = request.headers
+    if not request.host:
+        # An HTTP/1.0 request may come without Host; every HTTP/1.1 request has one
+        # (RFC 9112 §3.2): nginx's default, Host: $proxy_host (the upstream's name).
+        headers = [*headers, (b"Host", location.upstream.name.encode())]
     head = header_rules.upstream_request_head(
-        request.method, target, request.headers, client_ip=client_ip, scheme=b"http",
+        request.method, target, headers, client_ip=client_ip, scheme=b"http",
         host=request.host, framing=framing, upgrade=upgrade_asked(request, location),
         tokens=request.connection_tokens)
     return head, body
@@ -105,7 +110,7 @@ def http_request_head(request: Request, location: Location, client_ip: bytes,
 
 def frame_body(piece: bytes, body: int) -> bytes:
     """A piece of the client's (de-chunked) body as it goes upstream."""
-    if body == BODY_CHUNKED:
+    if body == BODY_CHUNKED and piece:  # (an empty chunk would be the last one)
         return b"%x\r\n%b\r\n" % (len(piece), piece)
     return piece
 
@@ -298,6 +303,8 @@ class Reply:
                 self.buffer = buffer
                 self.searched = max(len(buffer) - 3, 0)
                 return b""
+            if end > MAX_RESPONSE_HEAD:  # however the reads fell
+                raise codec.too_big()
             response = codec.parse(buffer[:end])
             buffer = buffer[end:]
             self.searched = 0
@@ -346,7 +353,10 @@ class Reply:
             connection = b"" if client_11 else b"Connection: keep-alive\r\n"
         head = response.client_head(framing, connection)
         if body == NO_BODY:
-            self._end(response.keep_alive and not rest, len(rest))
+            # It ends at its head (RFC 9112 §6.3 rule 1), framed whatever its headers
+            # say: only its version and Connection decide the reuse.
+            reusable = response.version == "1.1" and b"close" not in response.connection_tokens
+            self._end(reusable and not rest, len(rest))
             return head
         if body == LENGTH:
             self.remaining = response.content_length
