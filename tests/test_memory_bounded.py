@@ -20,11 +20,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support.engine_paths import engine_env
 from tests.support.raw_http import read_reply
 from tests.support.scripted_http import ScriptedHttp
 from tests.support.uwsgi_server import uwsgi_servers
-from workers import uwsgi as uwsgi_module
 from workers import uwsgi_packet
 
 MiB = 1 << 20
@@ -69,12 +67,11 @@ def uwsgi(tmp_path: Path):
         yield start
 
 
-def test_new_long_header_names_do_not_grow_the_worker(engine_path, uwsgi, start_proxy):
+def test_new_long_header_names_do_not_grow_the_worker(uwsgi, start_proxy):
     server = uwsgi("hello.py")  # started with --buffer-size 65535: 24 KB of names fit
     http = ScriptedHttp({})
     try:
-        proxy = start_proxy(config(server.uwsgi_pass, http.address),
-                            env=engine_env(engine_path))
+        proxy = start_proxy(config(server.uwsgi_pass, http.address))
         (worker,) = proxy.workers()
         worker = psutil.Process(worker.pid)
         number = 0
@@ -137,29 +134,3 @@ def test_a_cached_name_encodes_as_an_uncached_one():
                                      b"a", b"1", b"2", b"h")
     assert first == again
     assert b"HTTP_X_SAME" in first[1]
-
-
-class FakeConnection:
-    uwsgi_vars = None
-    client_ip, client_port, server_port = b"127.0.0.1", b"1", b"2"
-
-
-class FakeRequest:
-    version, host = "1.1", b"memory.test"
-
-    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
-        self.headers = headers
-        self.lines = b"".join(b"\r\n%s: %s" % pair for pair in headers) + b"\r\n"
-
-
-def test_a_connection_keeps_the_vars_of_short_header_lines_only():
-    conn = FakeConnection()
-    short = FakeRequest([(b"Host", b"memory.test"), (b"X-A", b"1")])
-    assert uwsgi_module._kept_shared_vars(conn, short) is not None
-    assert conn.uwsgi_vars is not None and conn.uwsgi_vars[0] == short.lines
-    long = FakeRequest([(b"Host", b"memory.test"), (b"X-A", b"v" * 4000),
-                        (b"X-B", b"v" * 4000)])
-    assert len(long.lines) > uwsgi_module._MAX_KEPT_LINES
-    assert uwsgi_module._kept_shared_vars(conn, long) is not None  # encoded, not kept
-    assert conn.uwsgi_vars is None
-

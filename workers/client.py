@@ -1,12 +1,12 @@
-"""One client connection: its greenlet, parked while the driver serves its requests.
+"""One client connection: what the driver serves it with, and how it ends.
 
-gevent's StreamServer gives each accepted connection a greenlet (and counts it
-against worker_connections). That greenlet parks once in `Driver.run` for the
-connection's whole life (workers/driver.py serves the requests in callbacks),
-and wakes only to close the connection, or to run a WebSocket tunnel after a
-101. Between requests the connection is idle and a drain may close it; once a
-request's first byte has arrived it is served to the end, with
-`Connection: close` if the worker is draining (DESIGN.md reload rule 4).
+Accepted in a callback (workers/acceptor.py), a connection has no greenlet:
+its requests are served in the driver's callbacks (workers/driver.py). It
+gets a greenlet only for a WebSocket tunnel after a 101, whose first writes
+may wait (workers/tunnel.py). Between requests the connection is idle and a
+drain may close it; once a request's first byte has arrived it is served to
+the end, with `Connection: close` if the worker is draining (DESIGN.md
+reload rule 4).
 """
 
 from __future__ import annotations
@@ -22,13 +22,16 @@ from workers.stream import Stream
 from workers.tunnel import run_tunnel
 
 if TYPE_CHECKING:
+    from prefork_proxy.config import Location
+    from workers.http1 import Request
+    from workers.upstreams import UpstreamConnection
     from workers.worker import Site
 
 
 class ClientConnection:
     __slots__ = ("sock", "client_addr", "client_ip", "client_port", "server_port", "site",
                  "reader", "status", "body_bytes", "response_started", "body_timeout",
-                 "send_timeout", "requests", "uwsgi_vars")
+                 "send_timeout", "requests", "driver")
 
     def __init__(self, sock: Stream, address: object, site: Site,
                  server_port: bytes = b"") -> None:
@@ -48,33 +51,46 @@ class ClientConnection:
         self.requests = 0  # requests taken on this connection (nginx keepalive_requests)
         self.status = self.body_bytes = 0
         self.response_started = False
-        # (header lines, version, their uwsgi_packet.SharedVars): workers/uwsgi.py
-        self.uwsgi_vars: tuple | None = None
+        self.driver: driver.Driver | None = None
 
-    def keep_alive_allowed(self, request) -> bool:  # noqa: ANN001 - an http1.Request
+    def keep_alive_allowed(self, request: Request) -> bool:
         site = self.site
         return (request.keep_alive and not site.worker.draining
                 and self.requests < site.keepalive_requests)
 
-    def serve(self) -> None:
+    def start(self) -> None:
+        """Serve the connection, in the driver's callbacks (no greenlet of its own)."""
         stats.connections += 1
-        try:
-            # nginx client_header_timeout: the first request's head is due this long
-            # after the accept (a silent connection is closed then, slowloris too).
-            outcome = driver.Driver(self).run(_monotonic() + self.site.header_timeout)
-            if outcome[0] == driver.TUNNEL:
-                self._tunnel(*outcome[1:])
-        except OSError:
-            pass
-        finally:
-            stats.connections -= 1
-            with contextlib.suppress(OSError):
-                self.sock.close()
+        self.driver = driver.Driver(self)
+        # nginx client_header_timeout: the first request's head is due this long
+        # after the accept (a silent connection is closed then, slowloris too).
+        self.driver.start(_monotonic() + self.site.header_timeout)
 
-    def _tunnel(self, request, head: bytes, client_rest: bytes, upstream_rest: bytes,  # noqa: ANN001
-                connection, location) -> None:  # noqa: ANN001
-        """After a 101: the head goes to the client, then bytes are pumped both ways
-        until either side closes (workers/tunnel.py)."""
+    def ended(self, outcome: tuple) -> None:
+        """The driver is done with the connection: close it, or run its tunnel."""
+        if outcome[0] == driver.TUNNEL:
+            self.site.worker.tunnels.spawn(self._tunnel, *outcome[1:])
+            return
+        self._closed()
+
+    def abort(self) -> None:
+        """Close now, whatever is under way (the worker stops)."""
+        self.driver.abort()
+        self._closed()
+
+    def _closed(self) -> None:
+        if self.driver is None:
+            return
+        self.driver = None
+        stats.connections -= 1
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        self.site.worker.closed(self)
+
+    def _tunnel(self, request: Request, head: bytes, client_rest: bytes, upstream_rest: bytes,
+                connection: UpstreamConnection, location: Location) -> None:
+        """After a 101, in a greenlet of its own: the head goes to the client, then
+        bytes are pumped both ways until either side closes (workers/tunnel.py)."""
         self.status = 101
         self.response_started = True
         try:
@@ -85,6 +101,9 @@ class ClientConnection:
             # The access log counts what the tunnel relayed to the client, as nginx does.
             self.body_bytes = run_tunnel(sock, connection.sock, client_rest, upstream_rest,
                                          location.read_timeout)
+        except OSError:
+            pass
         finally:
             connection.close()
             self.site.log_request(self, request)
+            self._closed()

@@ -1,12 +1,11 @@
 """The one driver: libev callbacks move bytes between a client, the exchange core and an upstream.
 
 Every proxy_pass and uwsgi_pass request of a connection runs here, in the
-hub, with no greenlet switch: four switches per request cost more CPU than
-the whole HTTP handling of a small one (measured). The connection's greenlet
-parks once in `Driver.run` for the connection's life, and is woken only to
-close it, or to run a WebSocket tunnel after a 101 (workers/tunnel.py). A
-greenlet is also spawned to resolve an upstream host name, the one call here
-that must block.
+hub, with no greenlet: four greenlet switches per request cost more CPU than
+the whole HTTP handling of a small one (measured). A connection is accepted
+in a callback too (workers/acceptor.py). A greenlet is spawned only where a
+call must block: to resolve an upstream host name, and for a WebSocket
+tunnel after a 101 (ClientConnection._tunnel, workers/tunnel.py).
 
 The rules are the exchange core's (workers/exchange.py): this module reads,
 writes, watches and times out, and asks the core what the bytes mean. One
@@ -36,14 +35,13 @@ import errno
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING
 
 import gevent
 from gevent import get_hub
 from gevent import socket as gsocket
-from gevent.hub import Waiter
 
 from workers import exchange, uwsgi
 from workers.buffering import HeldOutput, wants_buffering
@@ -57,13 +55,14 @@ from workers.uwsgi_packet import VarsTooBig
 
 if TYPE_CHECKING:
     from prefork_proxy.config import Location
+    from prefork_proxy.values import Address
     from workers.client import ClientConnection
     from workers.http1 import Request
     from workers.upstreams import UpstreamPool
 
 log = logging.getLogger("worker")
 
-# What the driver hands the connection's greenlet.
+# How the driver hands a connection back (ClientConnection.ended).
 CLOSED = "closed"  # close the connection
 TUNNEL = "tunnel"  # (TUNNEL, request, 101 head, client bytes, upstream bytes, connection,
 #                    location): ClientConnection._tunnel
@@ -89,7 +88,7 @@ class _Alarm:
 
     __slots__ = ("throw",)
 
-    def __init__(self, handler) -> None:  # noqa: ANN001 - a bound method
+    def __init__(self, handler: Callable[[BaseException], None]) -> None:
         self.throw = handler
 
 
@@ -97,7 +96,7 @@ class Driver:
     """The exchanges of one client connection, run in callbacks (module docstring)."""
 
     __slots__ = (
-        "conn", "client", "reader", "site", "worker", "hub", "waiter", "phase",
+        "conn", "client", "reader", "site", "worker", "hub", "phase",
         "client_alarm", "upstream_alarm", "head_deadline",
         # the request
         "request", "location", "codec", "pool", "tries", "head", "packet_size",
@@ -107,7 +106,7 @@ class Driver:
         "connection", "upstream", "connecting", "reused", "upstream_out", "attempt", "request_sent",
         "peer_state", "reading_reply",
         # the reply
-        "reply", "out", "out_limit", "paused", "keep_alive",
+        "reply", "out", "out_limit", "out_memory", "out_file", "paused", "keep_alive",
     )
 
     def __init__(self, conn: ClientConnection) -> None:
@@ -117,7 +116,6 @@ class Driver:
         self.site = conn.site
         self.worker = conn.site.worker
         self.hub = get_hub()
-        self.waiter: Waiter | None = None
         self.phase = IDLE
         self.client_alarm = _Alarm(self._client_timed_out)
         self.upstream_alarm = _Alarm(self._upstream_timed_out)
@@ -151,36 +149,39 @@ class Driver:
         self.reply: exchange.Reply | None = None
         self.out: HeldOutput | None = None
         self.out_limit = UNBUFFERED_BACKLOG
+        # The held output's limits: until a reply's head says otherwise, unbuffered.
+        self.out_memory, self.out_file = UNBUFFERED_BACKLOG, 0
         self.paused = False  # the upstream is not read: the client has enough to take
         self.keep_alive = False
 
-    # -- the connection's greenlet ------------------------------------------------
-    def run(self, first_deadline: float) -> tuple:
-        """Park the greenlet while the connection is served; returns what it must
-        do: (CLOSED,) or a tunnel to run. The first request's head is due by
-        `first_deadline` (client_header_timeout from the accept)."""
-        self.waiter = waiter = Waiter(self.hub)
+    # -- the connection's life ----------------------------------------------------
+    def start(self, first_deadline: float) -> None:
+        """Serve the connection from now on, in callbacks. The first request's head
+        is due by `first_deadline` (client_header_timeout from the accept)."""
         self.head_deadline = first_deadline
-        client = self.client
-        client.on_readable = self._client_readable
+        self.client.on_readable = self._client_readable
         self._wait_for_request(first_deadline - _monotonic())
-        try:
-            return waiter.get()
-        finally:
-            self.waiter = None
-            self.worker.idle.discard(self.conn)
-            self._disarm()
 
     def _wake(self, outcome: tuple) -> None:
+        """Let go of the connection: stop its watchers now, and hand it back to
+        ClientConnection.ended at the end of this loop iteration (so that nothing is
+        closed under the callback running now)."""
+        if self.phase == DONE:
+            return
         self.phase = DONE
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            waiter.switch(outcome)
+        self.worker.idle.discard(self.conn)
+        self._disarm()
+        self.hub.loop.run_callback(self.conn.ended, outcome)
 
     def _close(self) -> None:
         self._drop_upstream()
         self._wake((CLOSED,))
+
+    def abort(self) -> None:
+        """The worker stops: let go of everything at once."""
+        self.phase = DONE
+        self.worker.idle.discard(self.conn)
+        self._disarm()
 
     def _disarm(self) -> None:
         """Stop every watcher and deadline of this connection (it is closing, or a
@@ -305,7 +306,7 @@ class Driver:
             self.codec = exchange.UWSGI_CODEC
         if request.has_body:
             if request.expect_continue:  # nginx answers 100 itself, then reads the body
-                self._send_client_raw(exchange.CONTINUE)
+                self._send_client(exchange.CONTINUE, started=False)
                 if self.phase == DONE:
                     return
             if exchange.buffers_request_body(request, location):
@@ -419,14 +420,14 @@ class Driver:
         self.packet_size = len(self.head)
         self.body_mode = exchange.BODY_AS_IS if request.has_body else exchange.BODY_NONE
 
-    def _open(self, peer_index: int, address) -> None:  # noqa: ANN001 - an Address
+    def _open(self, peer_index: int, address: Address) -> None:
         known = family_and_target(address)
         if known is None:  # a host name: resolving blocks, so a greenlet does it
             gevent.spawn(self._resolve, self.attempt, address)
             return
         self._connect(*known, address)
 
-    def _resolve(self, attempt: int, address) -> None:  # noqa: ANN001 - an Address
+    def _resolve(self, attempt: int, address: Address) -> None:
         try:
             family, _, _, _, target = gsocket.getaddrinfo(
                 address.host, address.port, 0, socket.SOCK_STREAM)[0]
@@ -439,7 +440,7 @@ class Driver:
         if attempt == self.attempt and self.phase == UPSTREAM:
             self._connect(family, target, address)
 
-    def _connect(self, family: int, target: object, address) -> None:  # noqa: ANN001
+    def _connect(self, family: int, target: object, address: Address) -> None:
         sock = _socket.socket(family, _NONBLOCKING_STREAM)
         # A bodiless uwsgi request is one write (the packet): Nagle cannot delay it,
         # and nginx sets no TCP_NODELAY on uwsgi connections either (strace).
@@ -460,7 +461,7 @@ class Driver:
         upstream.write_event.start(self._connect_done, address)
         self._arm_upstream(self.location.connect_timeout)
 
-    def _connect_done(self, address) -> None:  # noqa: ANN001
+    def _connect_done(self, address: Address) -> None:
         upstream = self.upstream
         upstream.write_event.stop()
         self.connecting = False
@@ -492,7 +493,8 @@ class Driver:
         upstream = self.upstream
         out = self.upstream_out
         while True:
-            if not out and self.spool_pieces is not None:
+            # A held body goes out a piece at a time; its first piece with the head.
+            if len(out) < 2 and self.spool_pieces is not None:
                 piece = next(self.spool_pieces, None)
                 if piece is None:
                     self.spool_pieces = None
@@ -608,10 +610,9 @@ class Driver:
         if not wants_buffering(reply.response.lines, on):
             memory, file_limit = UNBUFFERED_BACKLOG, 0
         self.out_limit = memory + file_limit
+        self.out_memory, self.out_file = memory, file_limit
         out = self.out
-        if out is None:
-            self.out = HeldOutput(self.conn, memory, file_limit)
-        else:  # (made for a 100 Continue)
+        if out is not None:  # (made for a 100 Continue the client did not take at once)
             out.memory_limit, out.file_limit = memory, file_limit
         return True
 
@@ -690,33 +691,27 @@ class Driver:
                     connection, self.location))
 
     # -- towards the client ------------------------------------------------------------
-    def _send_client_raw(self, data: bytes) -> None:
-        """Interim bytes (a 100 Continue): sent at once, or held with the rest."""
-        if self.out is None:
-            self.out = HeldOutput(self.conn, UNBUFFERED_BACKLOG, 0)
-        self._send_client(data, started=False)
-
     def _send_client(self, data: bytes, started: bool = True) -> None:
+        """Send now what the client takes; hold the rest (buffering.HeldOutput, made
+        on the first send that falls short). `started` is False for a 100 Continue."""
         conn = self.conn
         if started:
             conn.response_started = True
         out = self.out
-        try:
-            if out is None or not out.held:
+        if out is None or not out.held:
+            try:
                 sent = self.client.sock.send(data)
-                stats.bytes_out += sent
-                if sent == len(data):
-                    return
-                data = data[sent:]
-                if out is None:
-                    self.out = out = HeldOutput(conn, UNBUFFERED_BACKLOG, 0)
-            out.hold(bytes(data))
-        except BlockingIOError:
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                return self._client_gone()
+            stats.bytes_out += sent
+            if sent == len(data):
+                return
+            data = data[sent:]
             if out is None:
-                self.out = out = HeldOutput(conn, UNBUFFERED_BACKLOG, 0)
-            out.hold(bytes(data))
-        except OSError:
-            return self._client_gone()
+                self.out = out = HeldOutput(conn, self.out_memory, self.out_file)
+        out.hold(bytes(data))
         client = self.client
         client.write_event.start(self._client_writable)
         self._arm_client(conn.send_timeout)

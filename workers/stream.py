@@ -19,14 +19,18 @@ import contextlib
 import ipaddress
 import socket
 import time
+from typing import Any
 
 import gevent
 from gevent import get_hub, getcurrent
-from gevent import socket as gsocket
 
 from prefork_proxy.values import Address
 
 SWEEP_INTERVAL = 0.25
+# A libev io watcher (gevent's loop.io) and what a deadline calls (`throw`): a
+# greenlet, or a driver's alarm.
+Watcher = Any
+Alarm = Any
 _READ, _WRITE = 1, 2
 _monotonic = time.monotonic
 _waiting: set[Stream] = set()
@@ -64,7 +68,7 @@ class Stream:
         if self.idle_handler is not None:
             self.idle_handler(self)
 
-    def _wait(self, watcher) -> None:  # noqa: ANN001
+    def _wait(self, watcher: Watcher) -> None:
         if self.timeout is None:
             self.hub.wait(watcher)
             return
@@ -77,7 +81,7 @@ class Stream:
             _waiting.discard(self)
             self.waiter = None
 
-    def set_deadline(self, timeout: float | None, target) -> None:  # noqa: ANN001
+    def set_deadline(self, timeout: float | None, target: Alarm) -> None:
         """For a wait made in callbacks (workers/driver.py): the sweeper calls
         `target.throw(TimeoutError)` in the hub once `timeout` has passed."""
         if timeout is None:
@@ -92,7 +96,7 @@ class Stream:
             self.waiter = None
 
     @property
-    def write_event(self):  # noqa: ANN201
+    def write_event(self) -> Watcher:
         if self._write_event is None:
             self._write_event = self.hub.loop.io(self.sock.fileno(), _WRITE)
         return self._write_event
@@ -100,7 +104,7 @@ class Stream:
     def settimeout(self, timeout: float | None) -> None:
         self.timeout = timeout
 
-    def sendall(self, data) -> None:  # noqa: ANN001
+    def sendall(self, data: bytes | memoryview) -> None:
         try:
             sent = self.sock.send(data)
         except BlockingIOError:
@@ -139,11 +143,6 @@ class Stream:
         except OSError:
             return False
         return False
-
-
-def accepted(sock: gsocket.socket) -> Stream:
-    """Take over a socket accepted by gevent's StreamServer."""
-    return Stream(socket.socket(fileno=sock.detach()))
 
 
 _numeric: dict[str, bool] = {}

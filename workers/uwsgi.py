@@ -10,39 +10,33 @@ retried.
 
 from __future__ import annotations
 
-from workers.uwsgi_packet import (
-    UwsgiParams,
-    encode_request_packet,
-    packet_with,
-    shared_vars,
-)
+from typing import TYPE_CHECKING
 
-# The longest header lines whose vars a connection keeps (see _kept_shared_vars).
-_MAX_KEPT_LINES = 4096
+from workers.uwsgi_packet import UwsgiParams, encode_request_packet
+
+if TYPE_CHECKING:
+    from prefork_proxy.config import Location
+    from workers.client import ClientConnection
+    from workers.http1 import Request
 
 # One compiled uwsgi_param table per location, keyed by identity (as upstream pools).
 _params: dict[int, UwsgiParams] = {}
 
 
-def params_for(location) -> UwsgiParams:  # noqa: ANN001
+def params_for(location: Location) -> UwsgiParams:
     params = _params.get(id(location))
     if params is None:
         params = _params[id(location)] = UwsgiParams(location.uwsgi_param)
     return params
 
 
-def request_packet(conn, request, content_length: int | None, params: UwsgiParams,  # noqa: ANN001
-                   location) -> bytes:  # noqa: ANN001
+def request_packet(conn: ClientConnection, request: Request, content_length: int | None,
+                   params: UwsgiParams, location: Location) -> bytes:
     """The request's uwsgi packet (the vars block and its header), for `location`.
 
+    Encoded whole for every request: nothing is kept from a head seen before (the
+    var names' encodings are cached, bounded in bytes: uwsgi_packet.py).
     A unix listener has no ports: nginx sends "" for both."""
-    shared = _kept_shared_vars(conn, request) if params.empty else None
-    if shared is not None:
-        packet = packet_with(shared, request.method, request.target, request.path,
-                             request.query, content_length, location.uwsgi_modifier1,
-                             location.uwsgi_modifier2)
-        if packet is not None:
-            return packet
     return encode_request_packet(
         method=request.method,
         target=request.target,
@@ -61,27 +55,7 @@ def request_packet(conn, request, content_length: int | None, params: UwsgiParam
     )
 
 
-def _kept_shared_vars(conn, request):  # noqa: ANN001, ANN202
-    """The request's `uwsgi_packet.SharedVars`, kept on the connection while its
-    header lines repeat (a keep-alive client mostly sends the same ones again);
-    None for a head llhttp read (no lines as received) or a value of 4 KiB or more.
-    Not kept for header lines over _MAX_KEPT_LINES bytes."""
-    lines = request.lines
-    if lines is None:
-        return None
-    kept = conn.uwsgi_vars
-    if kept is not None and kept[0] == lines and kept[1] == request.version:
-        return kept[2]
-    shared = shared_vars(request.version, request.headers, conn.client_ip, conn.client_port,
-                         conn.server_port, _server_name(request, conn))
-    # Kept only for a head of a few KiB: the kept lines and vars stay with the
-    # connection while it idles, and a worker holds thousands of connections.
-    conn.uwsgi_vars = (None if shared is None or len(lines) > _MAX_KEPT_LINES
-                       else (lines, request.version, shared))
-    return shared
-
-
-def _server_name(request, conn) -> bytes:  # noqa: ANN001
+def _server_name(request: Request, conn: ClientConnection) -> bytes:
     """The Host without its port, lower-cased (nginx's `$host`), else the local address.
 
     nginx sends `$server_name` (the server block's first `server_name`, "" if
@@ -96,7 +70,7 @@ def _server_name(request, conn) -> bytes:  # noqa: ANN001
     return host.partition(b":")[0].lower()
 
 
-def _local_ip(conn) -> bytes:  # noqa: ANN001
+def _local_ip(conn: ClientConnection) -> bytes:
     try:
         local = conn.sock.sock.getsockname()
     except OSError:

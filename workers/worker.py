@@ -9,7 +9,6 @@ close idle keep-alive connections); TERM/INT stop now; USR1 reopens logs.
 from __future__ import annotations
 
 import contextlib
-import errno
 import gc
 import grp
 import logging
@@ -24,21 +23,21 @@ from itertools import islice
 import gevent
 import gevent.event
 import gevent.pool
-from gevent import socket as gsocket
-from gevent.server import StreamServer
 from setproctitle import setproctitle
 
 from prefork_proxy import logs
 from prefork_proxy.config import Config, Server
 from prefork_proxy.scoreboard import DRAINING, READY, Scoreboard
 from workers import upstreams
+from workers.acceptor import Listener
 from workers.access_log import AccessLog
 from workers.client import ClientConnection
 from workers.driver import DRAIN_IDLE_TIMEOUT
 from workers.errors import error_page
+from workers.http1 import Request
 from workers.routing import Router
 from workers.stats import stats
-from workers.stream import accepted, sweep_timeouts
+from workers.stream import sweep_timeouts
 
 log = logging.getLogger("worker")
 HEARTBEAT_INTERVAL = 1.0
@@ -86,7 +85,7 @@ class Site:
         self.keepalive_requests = (limits.client_keepalive_requests
                                    if self.keepalive_timeout > 0 else 1)
 
-    def log_request(self, conn: ClientConnection, request) -> None:  # noqa: ANN001
+    def log_request(self, conn: ClientConnection, request: Request | None) -> None:
         access_log = self.access_log
         if not access_log.enabled:
             return
@@ -109,34 +108,6 @@ class IdleConnections(dict):
         self.pop(conn, None)
 
 
-class Listener(StreamServer):
-    """gevent's StreamServer with nginx's answers to running short: at
-    worker_connections, idle keep-alive connections make room for a new one;
-    out of descriptors, a new connection gets 503 at once."""
-
-    def __init__(self, sock: gsocket.socket, handle, worker: Worker) -> None:  # noqa: ANN001
-        super().__init__(sock, handle, spawn=worker.connections)
-        self.worker = worker
-        # set_spawn() made the pool's full() an attribute; this one replaces it.
-        self.full = self._full
-
-    def _full(self) -> bool:
-        """Asked when a connection waits to be accepted: at worker_connections,
-        close idle ones; accepting resumes as their greenlets end (gevent's pool)."""
-        if not self.pool.full():
-            return False
-        self.worker.make_room()
-        return True
-
-    def do_read(self):  # noqa: ANN201 - gevent's (socket, address) or None
-        try:
-            return super().do_read()
-        except OSError as exc:
-            if exc.errno not in (errno.EMFILE, errno.ENFILE) or not self.worker.refuse(self):
-                raise  # gevent logs it and retries after a delay
-        return None
-
-
 class Worker:
     def __init__(self, config: Config, sockets: dict[str, socket.socket],
                  scoreboard: Scoreboard, slot: int) -> None:
@@ -151,7 +122,13 @@ class Worker:
         self.refused_at = 0.0  # when an EMFILE was last logged
         self.stopped = gevent.event.Event()
         self.access_log = AccessLog(config.access_log)
-        self.connections = gevent.pool.Pool(config.worker_connections or None)
+        # The open client connections (accepted in callbacks: workers/acceptor.py),
+        # at most worker_connections (0: no limit); and the tunnels' greenlets.
+        self.connections: set[ClientConnection] = set()
+        self.connection_limit = config.worker_connections or 0
+        self.accepting_paused = False
+        self.all_closed = gevent.event.Event()
+        self.tunnels = gevent.pool.Group()
         self.servers: list[Listener] = []
 
     def run(self, blocked: Iterable[signal.Signals] = ()) -> int:
@@ -193,24 +170,36 @@ class Worker:
         return 0
 
     def _serve(self, listener: socket.socket, site: Site) -> Listener:
-        sock = gsocket.socket(listener.family, listener.type, fileno=os.dup(listener.fileno()))
-        tcp = listener.family != socket.AF_UNIX
-        server_port = b"%d" % listener.getsockname()[1] if tcp else b""
-
-        def handle(client_sock: gsocket.socket, address: object) -> None:
-            client = accepted(client_sock)
-            if tcp:
-                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            ClientConnection(client, address, site, server_port).serve()
-
-        server = Listener(sock, handle, self)
-        # One accept per wake-up: with gevent's default of 100, the first worker
-        # to wake drains the whole shared queue, and a burst of new connections
-        # (a load balancer, wrk) all lands on it. One at a time, the workers take
-        # turns, and a busy worker comes back to accept later than an idle one.
-        server.max_accept = 1
+        sock = socket.socket(listener.family, listener.type, fileno=os.dup(listener.fileno()))
+        server = Listener(sock, site, self)
         server.start()
         return server
+
+    # -- the open connections ----------------------------------------------------------
+    def full(self) -> bool:
+        return bool(self.connection_limit) and len(self.connections) >= self.connection_limit
+
+    def pause_accepting(self) -> None:
+        """At worker_connections: stop accepting, and close idle connections to make
+        room; accepting resumes as connections close (`closed`)."""
+        if not self.accepting_paused:
+            self.accepting_paused = True
+            for server in self.servers:
+                server.pause()
+        self.make_room()
+
+    def opened(self, conn: ClientConnection) -> None:
+        self.connections.add(conn)
+
+    def closed(self, conn: ClientConnection) -> None:
+        connections = self.connections
+        connections.discard(conn)
+        if self.accepting_paused and not self.full() and not self.draining:
+            self.accepting_paused = False
+            for server in self.servers:
+                server.start()
+        if self.draining and not connections:
+            self.all_closed.set()
 
     def _beat(self) -> None:
         self.scoreboard.beat(self.slot, time.monotonic(), stats.as_tuple())
@@ -262,7 +251,7 @@ class Worker:
         os.close(self.spare_fd)
         self.spare_fd = -1
         try:
-            fd, _ = server.socket._accept()
+            fd, _ = server.sock._accept()
         except OSError:  # another worker took it, or it is gone
             fd = -1
         if fd >= 0:
@@ -282,14 +271,17 @@ class Worker:
         return True
 
     def _finish_drain(self) -> None:
-        self.connections.join()
+        if self.connections:
+            self.all_closed.wait()
         self.stopped.set()
 
     def stop_now(self) -> None:
         self.draining = True
         for server in self.servers:
             server.close()
-        self.connections.kill(block=False)
+        self.tunnels.kill(block=False)
+        for conn in list(self.connections):
+            conn.abort()
         self.stopped.set()
 
     def reopen_logs(self) -> None:
