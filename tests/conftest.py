@@ -8,15 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.engine_paths import ENGINE_PATHS
 from tests.support.processes import Process, Proxy, Upstream, free_port
-
-
-@pytest.fixture(scope="module", params=ENGINE_PATHS)
-def engine_path(request: pytest.FixtureRequest) -> str:
-    """"lane" or "greenlet": run a module's tests on both request paths
-    (tests/support/engine_paths.py)."""
-    return request.param
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ a later one), `client_body_timeout` and `client_send_timeout` run between two
 reads or writes, `client_keepalive_requests` ends a connection with
 `Connection: close` on its last answer. At `worker_connections` a worker closes
 its longest-idle keep-alive connection to admit a new one, and a worker out of
-file descriptors answers 503 at once. Each case runs on both request paths.
+file descriptors answers 503 at once.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support.engine_paths import engine_env
 from tests.support.processes import wait_for
 from tests.support.sites import Site, running_site
 from tests.support.wire import Wire, request
@@ -34,8 +33,8 @@ MARGIN = 1.5
 
 
 @pytest.fixture(scope="module")
-def site(engine_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    with running_site(tmp_path_factory.mktemp(f"limits-{engine_path}"), f"""
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    with running_site(tmp_path_factory.mktemp("limits"), f"""
         workers = 1
         access_log = "{{dir}}/access.log"
         client_header_timeout = "{HEADER_TIMEOUT}s"
@@ -53,7 +52,7 @@ def site(engine_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
           path = "/unbuffered/"
           proxy_pass = "http://{{upstream}}/"
           buffering = false
-    """, env=engine_env(engine_path)) as running:
+    """) as running:
         yield running
 
 
@@ -214,7 +213,7 @@ def test_keepalive_requests_count_pipelined_requests_too(site: Site) -> None:
 # -- worker_connections ----------------------------------------------------------------
 
 def test_at_worker_connections_the_oldest_idle_connection_makes_room(
-        engine_path: str, tmp_path: Path) -> None:
+        tmp_path: Path) -> None:
     with running_site(tmp_path, """
         workers = 1
         access_log = "off"
@@ -224,7 +223,7 @@ def test_at_worker_connections_the_oldest_idle_connection_makes_room(
           [[server.location]]
           path = "/"
           proxy_pass = "http://{upstream}"
-    """, env=engine_env(engine_path)) as small:
+    """) as small:
         kept = []
         try:
             for number in range(8):  # eight idle keep-alive connections, oldest first
@@ -248,7 +247,7 @@ def test_at_worker_connections_the_oldest_idle_connection_makes_room(
 # -- out of file descriptors -------------------------------------------------------------
 
 def test_a_worker_out_of_file_descriptors_answers_503_then_serves_again(
-        engine_path: str, tmp_path: Path) -> None:
+        tmp_path: Path) -> None:
     with running_site(tmp_path, """
         workers = 1
         access_log = "off"
@@ -257,7 +256,7 @@ def test_a_worker_out_of_file_descriptors_answers_503_then_serves_again(
           [[server.location]]
           path = "/"
           proxy_pass = "http://{upstream}"
-    """, env=engine_env(engine_path)) as small:
+    """) as small:
         (worker,) = small.proxy.workers()
         with Wire(small.port) as warm:  # anything opened on first use is open now
             warm.send(request("GET", "/echo/warm"))

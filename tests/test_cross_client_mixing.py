@@ -24,7 +24,6 @@ import pytest
 
 from bench.mixing import REQUESTS, Reader, Request, judge, run_clients
 from tests.support.configs import one_location
-from tests.support.engine_paths import engine_env
 from tests.support.processes import Process, Proxy, free_port, port_open, wait_for
 
 HONEST = Request("GET", "/", 200)
@@ -73,13 +72,13 @@ def _waiting(sock: socket.socket) -> bool:
 
 @pytest.mark.timeout(60)
 def test_eight_clients_only_ever_get_their_own_answers(
-        engine_path: str, hostile: HostileUpstream, start_proxy: Callable[..., Proxy]) -> None:
+        hostile: HostileUpstream, start_proxy: Callable[..., Proxy]) -> None:
     proxy = start_proxy(one_location("http://hostile", top=f"""
         workers = 1
         [upstream.hostile]
         servers = ["127.0.0.1:{hostile.port}"]
-        """), env=engine_env(engine_path))
+        """))
     tally = run_clients(proxy.port, seconds=2.0, clients=8, max_requests=3000)
     assert tally.requests > 8 * len(REQUESTS), tally.summary()
     assert tally.wrong == 0 and tally.failed == 0, (
-        f"{engine_path}: {tally.summary()}\n" + "\n".join(tally.samples))
+        f"{tally.summary()}\n" + "\n".join(tally.samples))

@@ -9,7 +9,7 @@ Connection that names a header (the general relay rule), a 101, a uwsgi
 CGI-style head, and the expressions themselves on lines with no CR at all.
 Linear parsing takes about a millisecond; the bound is generous. The
 integration test shows the worker (workers = 1) answering another client
-while an upstream sends such replies, on both request paths.
+while an upstream sends such replies.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import time
 
 import pytest
 
-from tests.support.engine_paths import engine_env
 from tests.support.processes import wait_for
 from tests.support.raw_http import read_reply
 from tests.support.scripted_http import ScriptedHttp
@@ -174,7 +173,7 @@ def config(slow: str, slow_directive: str, quick: str) -> str:
 
 @pytest.mark.parametrize("upstream", ["proxy_pass", "uwsgi_pass"])
 def test_other_clients_are_answered_while_adversarial_replies_are_parsed(
-        engine_path, start_proxy, upstream: str) -> None:
+        start_proxy, upstream: str) -> None:
     quick = ScriptedHttp({b"/quick": QUICK})
     count = 3
 
@@ -188,8 +187,7 @@ def test_other_clients_are_answered_while_adversarial_replies_are_parsed(
         slow = ScriptedUwsgi(None, reply_for=adversarial)
         slow_address = slow.address
     try:
-        proxy = start_proxy(config(slow_address, upstream, quick.address),
-                            env=engine_env(engine_path))
+        proxy = start_proxy(config(slow_address, upstream, quick.address))
         clients = [socket.create_connection(("127.0.0.1", proxy.port), timeout=30)
                    for _ in range(count)]
         for client in clients:

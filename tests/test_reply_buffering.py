@@ -1,4 +1,4 @@
-"""Reply buffering, as nginx's `proxy_buffering on` (workers/buffering.py), on both paths.
+"""Reply buffering, as nginx's `proxy_buffering on` (workers/buffering.py).
 
 A reply is read as fast as the upstream sends it; what a slow client cannot
 take yet is held (memory, then a temporary file), so a slow client holds
@@ -14,7 +14,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.engine_paths import engine_env
 from tests.support.processes import Proxy, Upstream, wait_for
 from tests.support.scripted_http import ScriptedHttp
 from tests.support.sites import running_proxy
@@ -26,8 +25,8 @@ SIZE = 20 << 20
 
 
 @pytest.fixture(scope="module")
-def proxy(engine_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    directory = tmp_path_factory.mktemp(f"reply-buffering-{engine_path}")
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    directory = tmp_path_factory.mktemp("reply-buffering")
     upstream = Upstream(directory / "upstream.log")
     config = f"""
 workers = 1
@@ -49,8 +48,7 @@ listen = ["127.0.0.1:{{port}}"]
 """
     try:
         with running_uwsgi("big.py", directory / "uwsgi", processes=1) as server, \
-                running_proxy(directory, config.replace("{uwsgi}", server.uwsgi_pass),
-                              env=engine_env(engine_path)) as running:
+                running_proxy(directory, config.replace("{uwsgi}", server.uwsgi_pass)) as running:
             yield running
     finally:
         upstream.stop()
@@ -69,7 +67,7 @@ BIG = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % SI
 
 
 @pytest.fixture(scope="module")
-def serial_upstream(engine_path: str) -> Iterator[ScriptedHttp]:
+def serial_upstream() -> Iterator[ScriptedHttp]:
     """An HTTP upstream that serves one connection at a time, to its close (one for
     each engine path)."""
     huge = 80 << 20  # more than loopback's socket buffers hold between the two ends
@@ -86,9 +84,9 @@ def serial_upstream(engine_path: str) -> Iterator[ScriptedHttp]:
 
 
 @pytest.fixture(scope="module")
-def serial_proxy(engine_path: str, serial_upstream: ScriptedHttp,
+def serial_proxy(serial_upstream: ScriptedHttp,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    directory = tmp_path_factory.mktemp(f"serial-{engine_path}")
+    directory = tmp_path_factory.mktemp("serial")
     with running_proxy(directory, f"""
 workers = 1
 access_log = "off"
@@ -101,7 +99,7 @@ listen = ["127.0.0.1:{{port}}"]
   path = "/unbuffered/"
   proxy_pass = "http://{serial_upstream.address}/"
   buffering = false
-""", env=engine_env(engine_path)) as running:
+""") as running:
         yield running
 
 

@@ -1,4 +1,4 @@
-"""Request bodies as nginx's `proxy_request_buffering on` sends them, on both paths.
+"""Request bodies as nginx's `proxy_request_buffering on` sends them.
 
 A chunked request body for proxy_pass is read whole (in memory up to
 `client_body_buffer_size`, then in a temporary file up to
@@ -15,15 +15,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.engine_paths import engine_env
 from tests.support.scripted_http import ScriptedHttp
 from tests.support.sites import Site, running_proxy, running_site
 from tests.support.wire import Wire, chunked, request
 
 
 @pytest.fixture(scope="module")
-def site(engine_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    with running_site(tmp_path_factory.mktemp(f"buffering-{engine_path}"), """
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    with running_site(tmp_path_factory.mktemp("buffering"), """
         workers = 1
         access_log = "off"
         [[server]]
@@ -37,7 +36,7 @@ def site(engine_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
           path = "/streamed/"
           proxy_pass = "http://{upstream}"
           request_buffering = false
-    """, env=engine_env(engine_path)) as running:
+    """) as running:
         yield running
 
 
@@ -78,9 +77,9 @@ def test_request_buffering_false_streams_the_body_chunked(site: Site) -> None:
 
 
 @pytest.fixture
-def vanishing(engine_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
+def vanishing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
     upstream = ScriptedHttp({b"/vanish": [None]})
-    directory = tmp_path_factory.mktemp(f"vanish-{engine_path}")
+    directory = tmp_path_factory.mktemp("vanish")
     try:
         with running_proxy(directory, f"""
 workers = 1
@@ -89,7 +88,7 @@ listen = ["127.0.0.1:{{port}}"]
   [[server.location]]
   path = "/"
   proxy_pass = "http://{upstream.address}"
-""", env=engine_env(engine_path)) as proxy:
+""") as proxy:
             yield proxy, upstream
     finally:
         upstream.close()

@@ -1,4 +1,4 @@
-"""Request rules that keep one request from posing as another, on the wire, on both paths.
+"""Request rules that keep one request from posing as another, on the wire.
 
 Each case sends exact bytes to the real proxy in front of the test upstream
 (tests/support/http_upstream.py, whose /echo answers with the method, path,
@@ -24,7 +24,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.engine_paths import engine_env
 from tests.support.sites import Site, running_site
 from tests.support.wire import Wire, chunked, request
 
@@ -34,8 +33,8 @@ UPGRADE = (b"Host: example.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n
 
 
 @pytest.fixture(scope="module")
-def site(engine_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    with running_site(tmp_path_factory.mktemp(f"rules-{engine_path}"), """
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    with running_site(tmp_path_factory.mktemp("rules"), """
         workers = 1
         access_log = "off"
         [[server]]
@@ -49,7 +48,7 @@ def site(engine_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
           [[server.location]]
           path = "/admin/"
           proxy_pass = "http://{upstream}/echo/admin/"
-    """, env=engine_env(engine_path)) as running:
+    """) as running:
         yield running
 
 

@@ -5,7 +5,7 @@ head it accepts: status, reason, version, headers, framing, reuse and
 Connection tokens, and the head relayed to the client must be byte for byte the
 one headers.client_response_head builds. Heads it does not fully understand go
 to llhttp (bare LF, obs-fold, control characters, ...); ambiguous framing is a
-502 on both paths; keep_alive follows llhttp's should_keep_alive.
+502; keep_alive follows llhttp's should_keep_alive.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def status_of(parse: Callable[[bytes], ResponseHead], head: bytes) -> int:
     return caught.value.status
 
 
-# Each head with (status, content_length, chunked, keep_alive) as both paths must give them.
+# Each head with (status, content_length, chunked, keep_alive) as the core must give them.
 PLAIN_HEADS = {
     "nginx": (NGINX, (200, 612, False, True)),
     "chunked": (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"

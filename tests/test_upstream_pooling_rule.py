@@ -15,7 +15,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.engine_paths import engine_env
 from tests.support.processes import Proxy, wait_for
 from tests.support.scripted_http import ScriptedHttp
 from tests.support.sites import running_proxy
@@ -68,9 +67,9 @@ def upstream() -> Iterator[ScriptedHttp]:
 
 
 @pytest.fixture(scope="module")
-def proxy(engine_path: str, upstream: ScriptedHttp,
+def proxy(upstream: ScriptedHttp,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    directory = tmp_path_factory.mktemp(f"pooling-{engine_path}")
+    directory = tmp_path_factory.mktemp("pooling")
     with running_proxy(directory, f"""
 workers = 1
 access_log = "off"
@@ -81,7 +80,7 @@ listen = ["127.0.0.1:{{port}}"]
   [[server.location]]
   path = "/"
   proxy_pass = "http://hostile"
-""", env=engine_env(engine_path)) as running:
+""") as running:
         yield running
 
 

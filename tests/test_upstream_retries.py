@@ -1,6 +1,6 @@
 """Timeouts and retries: what is sent twice, who is blamed, whose timeout counts.
 
-nginx's rules (proxy_next_upstream, ngx_http_upstream_next), on both paths:
+nginx's rules (proxy_next_upstream, ngx_http_upstream_next):
 
 * the free retry of a reused keep-alive connection is for a connection that
   fails before any reply byte (the upstream closed it while idle); a read
@@ -18,7 +18,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.engine_paths import engine_env
 from tests.support.processes import Proxy
 from tests.support.scripted_http import ScriptedHttp
 from tests.support.sites import running_proxy
@@ -47,9 +46,9 @@ def upstream() -> Iterator[ScriptedHttp]:
 
 
 @pytest.fixture(scope="module")
-def proxy(engine_path: str, upstream: ScriptedHttp,
+def proxy(upstream: ScriptedHttp,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    directory = tmp_path_factory.mktemp(f"retries-{engine_path}")
+    directory = tmp_path_factory.mktemp("retries")
     with running_proxy(directory, f"""
 workers = 1
 [upstream.app]
@@ -64,7 +63,7 @@ listen = ["127.0.0.1:{{port}}"]
   path = "/patient/"
   proxy_pass = "http://app"
   read_timeout = "10s"
-""", env=engine_env(engine_path)) as running:
+""") as running:
         yield running
 
 

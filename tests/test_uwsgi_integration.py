@@ -239,7 +239,7 @@ def test_uwsgi_killed_gives_502_and_a_log_line(uwsgi, start_proxy):
     assert reply.status == 502
     assert b"502 Bad Gateway" in reply.body and len(reply.body) < 200
     # Refused; or reset, when a worker still dying held the listening socket a
-    # moment longer than the master (test_lane_uwsgi pins each message).
+    # moment longer than the master.
     address = re.escape(server.socket)
     line = re.compile(rf"(failed|closed the connection).*, uwsgi server {address},")
     wait_for(lambda: line.search(proxy.log()), message="the error log line")

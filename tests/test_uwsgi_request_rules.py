@@ -1,6 +1,6 @@
 """uwsgi_pass keeps the request rules of proxy_pass, against the real uWSGI server.
 
-On both paths: trailer fields never become vars; `Proxy` never becomes
+Trailer fields never become vars; `Proxy` never becomes
 HTTP_PROXY (httpoxy, CVE-2016-5385) and underscore names never become vars;
 an absolute-form target's host is the host (RFC 9112 §3.2.2); routing takes
 the normalised path, and PATH_INFO agrees with the route taken.
@@ -13,7 +13,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.engine_paths import engine_env
 from tests.support.processes import Upstream
 from tests.support.sites import running_proxy
 from tests.support.uwsgi_server import running_uwsgi
@@ -21,8 +20,8 @@ from tests.support.wire import Wire, request
 
 
 @pytest.fixture(scope="module")
-def port(engine_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    directory = tmp_path_factory.mktemp(f"uwsgi-rules-{engine_path}")
+def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    directory = tmp_path_factory.mktemp("uwsgi-rules")
     http = Upstream(directory / "http.log")
     try:
         with running_uwsgi("environ.py", directory) as server, running_proxy(directory, f"""
@@ -36,7 +35,7 @@ listen = ["127.0.0.1:{{port}}"]
   [[server.location]]
   path = "/app/"
   uwsgi_pass = "{server.uwsgi_pass}"
-""", env=engine_env(engine_path)) as proxy:
+""") as proxy:
             yield proxy.port
     finally:
         http.stop()

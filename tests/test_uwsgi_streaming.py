@@ -1,7 +1,6 @@
 """uwsgi replies stream: bytes reach the client as the application yields them.
 
-Against the real uWSGI server, on both request paths (the callback lane and the
-greenlet path): a streamed reply's first event reaches the client before the
+Against the real uWSGI server: a streamed reply's first event reaches the client before the
 application has made the second; a reply that stalls past read_timeout after
 its first event is cut off (the 200 head and the event stay, no 504 follows);
 `X-Accel-Buffering` from a uwsgi or an HTTP upstream is consumed, as nginx's
@@ -18,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from tests.support.configs import one_location
-from tests.support.engine_paths import engine_env
 from tests.support.raw_http import read_reply
 from tests.support.scripted_http import ScriptedHttp
 from tests.support.scripted_uwsgi import ScriptedUwsgi
@@ -63,9 +61,9 @@ def gated_target(flag: Path, wait: float = 20.0) -> str:
 
 
 def test_a_streamed_event_reaches_the_client_before_the_next_is_made(
-        engine_path, uwsgi, start_proxy, tmp_path: Path):
+        uwsgi, start_proxy, tmp_path: Path):
     server = uwsgi("gated_stream.py")
-    proxy = start_proxy(uwsgi_config(server.uwsgi_pass), env=engine_env(engine_path))
+    proxy = start_proxy(uwsgi_config(server.uwsgi_pass))
     flag = tmp_path / "second-event-allowed"
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=15) as sock:
         sock.sendall(get(gated_target(flag)))
@@ -88,10 +86,9 @@ def test_a_streamed_event_reaches_the_client_before_the_next_is_made(
 
 
 def test_a_stall_past_read_timeout_mid_reply_cuts_the_reply_off(
-        engine_path, uwsgi, start_proxy, tmp_path: Path):
+        uwsgi, start_proxy, tmp_path: Path):
     server = uwsgi("gated_stream.py")
-    proxy = start_proxy(uwsgi_config(server.uwsgi_pass, 'read_timeout = "1s"'),
-                        env=engine_env(engine_path))
+    proxy = start_proxy(uwsgi_config(server.uwsgi_pass, 'read_timeout = "1s"'))
     never = tmp_path / "never-created"
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=15) as sock:
         sock.sendall(get(gated_target(never)))
@@ -106,13 +103,13 @@ def test_a_stall_past_read_timeout_mid_reply_cuts_the_reply_off(
     assert received.endswith(b"b\r\ndata: one\n\n\r\n")
 
 
-def test_x_accel_buffering_from_uwsgi_is_not_relayed(engine_path, start_proxy):
+def test_x_accel_buffering_from_uwsgi_is_not_relayed(start_proxy):
     reply = (b"HTTP/1.1 200 OK\r\nX-Accel-Buffering: no\r\nContent-Type: text/plain\r\n"
              b"Content-Length: 2\r\n\r\nok")
     with ScriptedUwsgi(reply) as peer:
-        proxy = start_proxy(uwsgi_config(peer.address), env=engine_env(engine_path))
+        proxy = start_proxy(uwsgi_config(peer.address))
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
-            for _ in range(3):  # the lane keeps a head seen before: check it each time
+            for _ in range(3):  # each time: no reply head is kept from one request to the next
                 sock.sendall(get("/"))
                 answer = read_reply(sock)
                 assert (answer.status, answer.body) == (200, b"ok")
@@ -123,15 +120,14 @@ def test_x_accel_buffering_from_uwsgi_is_not_relayed(engine_path, start_proxy):
 @pytest.mark.parametrize("connection", [b"", b"Connection: x-other\r\n"],
                          ids=["plain-head", "connection-names-a-header"])
 def test_x_accel_buffering_from_an_http_upstream_is_not_relayed(
-        engine_path, start_proxy, connection: bytes):
+        start_proxy, connection: bytes):
     reply = (b"HTTP/1.1 200 OK\r\n" + connection + b"X-Accel-Buffering: no\r\n"
              b"X-Other: 1\r\nX-App: a\r\nContent-Length: 2\r\n\r\nok")
     chunked = (b"HTTP/1.1 200 OK\r\n" + connection + b"x-accel-buffering: yes\r\n"
                b"X-App: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
     peer = ScriptedHttp({b"/length": reply, b"/chunked": chunked})
     try:
-        proxy = start_proxy(one_location(peer.address, top='workers = 1\naccess_log = "off"'),
-                            env=engine_env(engine_path))
+        proxy = start_proxy(one_location(peer.address, top='workers = 1\naccess_log = "off"'))
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
             for path in ["/length", "/chunked", "/length"]:
                 sock.sendall(get(path))
@@ -151,11 +147,11 @@ CHUNKED_BODY = b"5\r\nhello\r\n8\r\n chunked\r\n6;ext=1\r\n world\r\n0\r\n\r\n"
     b"Status: 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
 ], ids=["http-style", "cgi-style"])
 @pytest.mark.parametrize("split_at", [0, 3], ids=["one-write", "two-writes"])
-def test_a_chunked_uwsgi_reply_is_dechunked(engine_path, start_proxy, head: bytes,
+def test_a_chunked_uwsgi_reply_is_dechunked(start_proxy, head: bytes,
                                             split_at: int):
     reply = head + CHUNKED_BODY
     with ScriptedUwsgi(reply, split_at=split_at and len(head) + split_at) as peer:
-        proxy = start_proxy(uwsgi_config(peer.address), env=engine_env(engine_path))
+        proxy = start_proxy(uwsgi_config(peer.address))
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
             for _ in range(2):
                 sock.sendall(get("/"))
@@ -164,9 +160,9 @@ def test_a_chunked_uwsgi_reply_is_dechunked(engine_path, start_proxy, head: byte
                 assert answer.header("content-type") == "text/plain"
 
 
-def test_a_chunked_reply_from_a_real_uwsgi_app_is_dechunked(engine_path, uwsgi, start_proxy):
+def test_a_chunked_reply_from_a_real_uwsgi_app_is_dechunked(uwsgi, start_proxy):
     server = uwsgi("chunked_by_app.py")
-    proxy = start_proxy(uwsgi_config(server.uwsgi_pass), env=engine_env(engine_path))
+    proxy = start_proxy(uwsgi_config(server.uwsgi_pass))
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
         for _ in range(3):
             sock.sendall(get("/"))

@@ -137,6 +137,11 @@ def _parse_head(head: bytes) -> tuple[bytes, str, bytes, int]:
 def serve_connection(sock: socket.socket) -> None:
     """Answer the requests of one connection until the peer closes or resets it."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # Room for a whole reply and its EXTRA in one write. With the default send buffer
+    # a 72 KiB reply's sendall() can be cut at a page boundary that is the reply's own
+    # end: EXTRA then leaves in a later write, once the proxy has read the reply,
+    # which is the `later` race (no proxy wins it every time), not the "one send" case.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
     with sock, contextlib.suppress(OSError):
         buffer = b""
         while True:
