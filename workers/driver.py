@@ -332,19 +332,18 @@ class Driver:
         self._pump_body()
 
     def _pump_body(self) -> None:
+        """Take every body piece the reader holds: into the spool, or queued for the
+        upstream. The client is not read while the upstream has a backlog (TCP
+        back-pressure reaches the client); the queue then holds at most the
+        backlog and one read."""
         reader = self.reader
-        location = self.location
-        limit = location.client_max_body_size
+        limit = self.location.client_max_body_size
         spool = self.spool
+        out = self.upstream_out
         try:
-            while True:
-                piece = reader.body_event()
-                if piece is NEED_MORE:
-                    if not self.paused_for_upstream():
-                        self._arm_client(self.conn.body_timeout)
-                    break
+            while (piece := reader.body_event()) is not NEED_MORE:
                 self.body_started = True
-                if piece is None:
+                if piece is None:  # the body's end
                     self.body_reading = False
                     self.body_done = True
                     self.client.clear_deadline()
@@ -352,28 +351,24 @@ class Driver:
                         self.body_size = spool.size
                         self._start_attempt()
                         return
-                    self.upstream_out.append(exchange.body_tail(self.body_mode))
+                    out.append(exchange.body_tail(self.body_mode))
                     break
                 self.body_size += len(piece)
                 if limit and self.body_size > limit:
                     raise HttpError(413, f"request body over client_max_body_size ({limit} bytes)")
                 if spool is not None:
                     spool.write(piece)
-                    continue
-                self.upstream_out.append(exchange.frame_body(piece, self.body_mode))
-                if sum(map(len, self.upstream_out)) > UPSTREAM_BACKLOG:
-                    break
+                else:
+                    out.append(exchange.frame_body(piece, self.body_mode))
         except HttpError as exc:
             return self._client_error(exc)
+        if self.body_reading:
+            if spool is None and sum(map(len, out)) > UPSTREAM_BACKLOG:
+                self.client.read_event.stop()  # resumed once the upstream took it
+            else:
+                self._arm_client(self.conn.body_timeout)
         if spool is None and self.upstream is not None and not self.connecting:
             self._flush_upstream()
-
-    def paused_for_upstream(self) -> bool:
-        """Stop reading the client's body while the upstream has a backlog."""
-        if self.spool is None and sum(map(len, self.upstream_out)) > UPSTREAM_BACKLOG:
-            self.client.read_event.stop()
-            return True
-        return False
 
     # -- an attempt: a peer, a connection, the request sent -------------------------
     def _start_attempt(self) -> None:
