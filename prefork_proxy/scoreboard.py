@@ -28,6 +28,7 @@ _STATE_OFFSET = 8 + 4 + 4
 _HEARTBEAT_OFFSET = 8 + 4 * 3 + 4
 _COUNTERS_OFFSET = _HEARTBEAT_OFFSET + 16
 _COUNTERS = struct.Struct("<6Q")
+_CONNECTIONS_OFFSET = _COUNTERS_OFFSET + 8  # the `connections` gauge, written live
 _MASTER_FIELDS_OFFSET = _COUNTERS_OFFSET + _COUNTERS.size
 _MASTER_FIELDS = struct.Struct("<Qd")
 _GAUGES = ("connections", "tunnels")
@@ -104,7 +105,15 @@ class Scoreboard:
         struct.pack_into("<d", self.memory, base + _HEARTBEAT_OFFSET, now)
         _COUNTERS.pack_into(self.memory, base + _COUNTERS_OFFSET, *counters)
 
+    def set_connections(self, index: int, count: int) -> None:
+        """This worker's open connections, at each accept and close: its siblings
+        read it to share a burst of new connections (workers/acceptor.py)."""
+        struct.pack_into("<Q", self.memory, index * SLOT_SIZE + _CONNECTIONS_OFFSET, count)
+
     # -- anyone --------------------------------------------------------------
+    def connections(self, index: int) -> int:
+        return struct.unpack_from("<Q", self.memory, index * SLOT_SIZE + _CONNECTIONS_OFFSET)[0]
+
     def read(self, index: int) -> Slot:
         return Slot(index, *_LAYOUT.unpack_from(self.memory, index * SLOT_SIZE))
 

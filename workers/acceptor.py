@@ -6,6 +6,11 @@ all lands on it. One at a time, the workers take turns, and a busy worker
 comes back to accept later than an idle one (libev's watcher is level-
 triggered: a waiting connection wakes it again on the next loop iteration).
 
+A burst of new connections would all land on the worker that is already
+running (every worker is woken, and it wins each accept): a worker well above
+its least-loaded sibling leaves the connection to it for a moment
+(`Worker.leaves_it_to_a_sibling`, from the live counts in the scoreboard).
+
 nginx's answers to running short: at worker_connections the listeners pause
 and the longest-idle keep-alive connections make room (accepting resumes as
 connections close); out of descriptors, a new connection gets 503 at once
@@ -31,12 +36,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("worker")
 _OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
 RETRY_DELAY = 0.1  # after an accept() that failed for another reason
+# How long a worker leaves a new connection to a less-loaded sibling before it takes
+# it itself (the sibling may be busy, or hung).
+ACCEPT_YIELD = 0.001
 
 
 class Listener:
     """One listening socket of a worker, accepting in a callback."""
 
-    __slots__ = ("sock", "site", "worker", "tcp", "family", "server_port", "watcher", "closed")
+    __slots__ = ("sock", "site", "worker", "tcp", "family", "server_port", "watcher", "closed",
+                 "yielded")
 
     def __init__(self, sock: socket.socket, site: Site, worker: Worker) -> None:
         sock.setblocking(False)
@@ -48,6 +57,7 @@ class Listener:
         self.server_port = b"%d" % sock.getsockname()[1] if self.tcp else b""
         self.watcher = get_hub().loop.io(sock.fileno(), 1)
         self.closed = False
+        self.yielded = False  # the last wake-up left the connection to a sibling
 
     def start(self) -> None:
         if not self.closed:
@@ -71,6 +81,14 @@ class Listener:
         worker = self.worker
         if worker.full():  # at worker_connections: pause, and make room
             worker.pause_accepting()
+            return
+        if self.yielded:
+            self.yielded = False  # a sibling had its chance: take it
+        elif worker.leaves_it_to_a_sibling():
+            self.yielded = True
+            self.pause()
+            timer = get_hub().loop.timer(ACCEPT_YIELD)
+            timer.start(self._retry, timer)
             return
         try:
             fd, address = self.sock._accept()

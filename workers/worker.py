@@ -51,6 +51,9 @@ IDLE_CLOSE_DELAY = DRAIN_IDLE_TIMEOUT
 # nginx's ngx_drain_connections: at worker_connections, close up to this many of the
 # longest-idle keep-alive connections at once (an eighth of them, at least one).
 MAX_CLOSED_TO_MAKE_ROOM = 32
+# A worker this many open connections above its least-loaded sibling leaves a new
+# connection to it (Worker.leaves_it_to_a_sibling).
+ACCEPT_SLACK = 2
 # What a connection accepted with the spare descriptor gets (EMFILE: see Listener).
 OUT_OF_DESCRIPTORS = error_page(503, close=True)
 # Signals a worker handles (DESIGN.md, Signals: QUIT drains, TERM/INT stop, USR1 reopens).
@@ -129,6 +132,7 @@ class Worker:
         self.accepting_paused = False
         self.all_closed = gevent.event.Event()
         self.tunnels = gevent.pool.Group()
+        self.siblings: list[int] = []  # their scoreboard slots (_find_siblings)
         self.servers: list[Listener] = []
 
     def run(self, blocked: Iterable[signal.Signals] = ()) -> int:
@@ -176,6 +180,30 @@ class Worker:
         return server
 
     # -- the open connections ----------------------------------------------------------
+    def leaves_it_to_a_sibling(self) -> bool:
+        """Whether a sibling with fewer open connections should take the next one.
+
+        Every worker is woken for a new connection, and the one already running
+        wins the accept: a burst of new connections (a load balancer, wrk) would
+        all land on it, leaving its siblings idle. So a worker with more than
+        ACCEPT_SLACK (and an eighth) above the least-loaded sibling lets that one
+        take it (workers/acceptor.py then accepts after ACCEPT_YIELD anyway).
+        """
+        mine = len(self.connections)
+        if mine <= ACCEPT_SLACK or not self.siblings:
+            return False
+        scoreboard = self.scoreboard
+        least = min(scoreboard.connections(index) for index in self.siblings)
+        return mine > least + max(ACCEPT_SLACK, least >> 3)
+
+    def _find_siblings(self) -> None:
+        """The ready workers of this generation (the scoreboard, once a second)."""
+        scoreboard = self.scoreboard
+        generation = scoreboard.read(self.slot).generation
+        self.siblings = [slot.index for slot in scoreboard.live_slots()
+                         if slot.state == READY and slot.generation == generation
+                         and slot.index != self.slot]
+
     def full(self) -> bool:
         return bool(self.connection_limit) and len(self.connections) >= self.connection_limit
 
@@ -190,10 +218,12 @@ class Worker:
 
     def opened(self, conn: ClientConnection) -> None:
         self.connections.add(conn)
+        self.scoreboard.set_connections(self.slot, len(self.connections))
 
     def closed(self, conn: ClientConnection) -> None:
         connections = self.connections
         connections.discard(conn)
+        self.scoreboard.set_connections(self.slot, len(connections))
         if self.accepting_paused and not self.full() and not self.draining:
             self.accepting_paused = False
             for server in self.servers:
@@ -208,6 +238,7 @@ class Worker:
         master = os.getppid()
         while True:
             self._beat()
+            self._find_siblings()
             self.access_log.flush()
             if os.getppid() != master and not self.draining:
                 log.error("the master (pid %d) is gone; draining", master)
