@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 class ClientConnection:
     __slots__ = ("sock", "client_addr", "client_ip", "client_port", "server_port", "site",
                  "reader", "status", "body_bytes", "response_started", "body_timeout",
-                 "send_timeout", "requests", "driver")
+                 "send_timeout", "requests", "driver", "closed")
 
     def __init__(self, sock: Stream, address: object, site: Site,
                  server_port: bytes = b"") -> None:
@@ -52,6 +52,7 @@ class ClientConnection:
         self.status = self.body_bytes = 0
         self.response_started = False
         self.driver: driver.Driver | None = None
+        self.closed = False
 
     def keep_alive_allowed(self, request: Request) -> bool:
         site = self.site
@@ -69,18 +70,23 @@ class ClientConnection:
     def ended(self, outcome: tuple) -> None:
         """The driver is done with the connection: close it, or run its tunnel."""
         if outcome[0] == driver.TUNNEL:
+            # The driver is done: an idle tunnel holds only this connection, its two
+            # streams and the tunnel's watchers (bench: RSS per idle tunnel).
+            self.driver = None
             self.site.worker.tunnels.spawn(self._tunnel, *outcome[1:])
             return
         self._closed()
 
     def abort(self) -> None:
         """Close now, whatever is under way (the worker stops)."""
-        self.driver.abort()
+        if self.driver is not None:
+            self.driver.abort()
         self._closed()
 
     def _closed(self) -> None:
-        if self.driver is None:
+        if self.closed:
             return
+        self.closed = True
         self.driver = None
         stats.connections -= 1
         with contextlib.suppress(OSError):
