@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import collections
 
-from prefork_proxy.config import Peer, Upstream
-from prefork_proxy.values import Address
+from tests.support.exchange_fixtures import upstream
 from workers.balancing import Balancer
 
 NOW = 1000.0
@@ -19,20 +18,7 @@ NOW = 1000.0
 
 def balancer(*specs: str, balance: str = "round_robin") -> Balancer:
     """balancer("a weight=5", "b", "c backup") with peer names a, b, c..."""
-    peers = []
-    for index, spec in enumerate(specs):
-        _, *options = spec.split()
-        values: dict = {"address": Address("127.0.0.1", 8000 + index)}
-        for option in options:
-            name, _, raw = option.partition("=")
-            if name == "backup":
-                values["backup"] = True
-            elif name == "fail_timeout":
-                values[name] = float(raw)
-            else:
-                values[name] = int(raw)
-        peers.append(Peer(**values))
-    return Balancer(Upstream(name="test", peers=tuple(peers), balance=balance))
+    return Balancer(upstream(*specs, name="test", balance=balance))
 
 
 def name(index: int | None) -> str | None:

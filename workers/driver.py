@@ -46,6 +46,7 @@ from gevent import socket as gsocket
 from workers import exchange, uwsgi
 from workers.buffering import HeldOutput, wants_buffering
 from workers.errors import HttpError, UpstreamError, error_page
+from workers.headers import switching_protocols_head
 from workers.http1 import HEAD_RECV_SIZE, NEED_MORE, RECV_SIZE
 from workers.spooled_body import SpooledBody
 from workers.stats import stats
@@ -623,11 +624,7 @@ class Driver:
             log_excess(upstream, None)
         self._release_upstream(reply.reusable and self.codec is exchange.HTTP_CODEC)
         self.conn.body_bytes = reply.body_bytes
-        out = self.out
-        if out is not None and out.held:
-            self.phase = FLUSH
-            return
-        self._finish()
+        self._finish_once_sent()
 
     def _release_upstream(self, reusable: bool) -> None:
         connection = self.connection
@@ -675,7 +672,6 @@ class Driver:
     def _tunnel(self) -> None:
         reply = self.reply
         response = reply.response
-        from workers.headers import switching_protocols_head
         head = switching_protocols_head(response.status_line, response.headers)
         connection = self.connection
         self._let_go_upstream()
@@ -755,6 +751,14 @@ class Driver:
             return self._close()
         self._wait_for_request(self.site.keepalive_timeout)
 
+    def _finish_once_sent(self) -> None:
+        """Finish now, or once the client has taken what is held (the FLUSH phase)."""
+        out = self.out
+        if out is not None and out.held:
+            self.phase = FLUSH
+            return
+        self._finish()
+
     def _client_error(self, exc: HttpError) -> None:
         """The client's fault (a bad request, a stall, a body over the limit), or an
         answer due before any upstream: answer it if nothing was sent, then close
@@ -785,10 +789,7 @@ class Driver:
         self._send_client(page)
         if self.phase == DONE:
             return
-        if self.out is not None and self.out.held:
-            self.phase = FLUSH
-            return
-        self._finish()
+        self._finish_once_sent()
 
     # -- failures ----------------------------------------------------------------------
     def _attempt_failed(self, error: UpstreamError, timed_out: bool = False) -> None:
@@ -851,11 +852,7 @@ class Driver:
         self.conn.body_bytes = self.reply.body_bytes
         self.keep_alive = False
         self.reply.keep_alive = False
-        out = self.out
-        if out is not None and out.held:
-            self.phase = FLUSH
-            return
-        self._finish()
+        self._finish_once_sent()
 
     # -- timeouts (called in the hub by stream.py's sweeper) ---------------------------
     def _client_timed_out(self, exc: BaseException) -> None:
