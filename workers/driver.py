@@ -239,8 +239,21 @@ class Driver:
         elif self.body_reading:
             size = RECV_SIZE
         else:
-            # Pipelined bytes while a request is served: they wait, unwatched.
-            self.client.read_event.stop()
+            # While a request is served, pipelined bytes wait, unwatched. A close
+            # ends the exchange: nginx's `proxy_ignore_client_abort off` frees the
+            # upstream (a long poll, a uWSGI process) and logs 499.
+            client = self.client
+            client.read_event.stop()
+            try:
+                waiting = client.sock.recv(1, socket.MSG_PEEK)
+            except BlockingIOError:
+                return
+            except OSError:
+                waiting = b""
+            if not waiting:
+                if not self.conn.response_started:
+                    self.conn.status = 499  # nginx: "client closed request"
+                self._client_gone()
             return
         try:
             data = self.client.sock.recv(size)
