@@ -198,5 +198,5 @@ def test_a_101_keeps_upgrade_connection_and_websocket_headers() -> None:
 
 
 def test_a_chunk_is_hex_size_crlf_data_crlf() -> None:
-    assert b"".join(chunk(b"x" * 26)) == b"1a\r\n" + b"x" * 26 + b"\r\n"
+    assert chunk(b"x" * 26) == b"1a\r\n" + b"x" * 26 + b"\r\n"
     assert LAST_CHUNK == b"0\r\n\r\n"

@@ -104,7 +104,7 @@ class Driver:
         "body_mode", "body_reading", "body_started", "body_done", "body_size", "spool",
         "spool_pieces",
         # the attempt
-        "connection", "upstream", "connecting", "reused", "upstream_out", "attempt", "request_sent",
+        "connection", "upstream", "connecting", "upstream_out", "attempt", "request_sent",
         "peer_state", "reading_reply",
         # the reply
         "reply", "out", "out_limit", "out_memory", "out_file", "paused", "keep_alive",
@@ -142,7 +142,6 @@ class Driver:
         self.connection: UpstreamConnection | None = None
         self.upstream: Stream | None = None
         self.connecting = False
-        self.reused = False
         self.request_sent = False  # a byte of this attempt's request went out
         self.upstream_out: list[bytes] = []
         self.peer_state = None
@@ -219,18 +218,10 @@ class Driver:
         self._arm_client(max(timeout, 0.001))
 
     def _arm_client(self, timeout: float) -> None:
-        client = self.client
-        if client.waiter is self.client_alarm:
-            client.deadline = _monotonic() + timeout
-        else:
-            client.set_deadline(timeout, self.client_alarm)
+        self.client.set_deadline(timeout, self.client_alarm)  # (re-arming moves it)
 
     def _arm_upstream(self, timeout: float) -> None:
-        upstream = self.upstream
-        if upstream.waiter is self.upstream_alarm:
-            upstream.deadline = _monotonic() + timeout
-        else:
-            upstream.set_deadline(timeout, self.upstream_alarm)
+        self.upstream.set_deadline(timeout, self.upstream_alarm)
 
     def _client_readable(self) -> None:
         phase = self.phase
@@ -405,10 +396,8 @@ class Driver:
         if tries.free_retry and self.codec is exchange.HTTP_CODEC:
             connection = self.pool.take_idle(peer_index)
             if connection is not None:
-                self.reused = True
                 self._use(connection)
                 return self._connected()
-        self.reused = False
         self._open(peer_index, peer.peer.address)
 
     def _make_head(self) -> None:
@@ -807,7 +796,9 @@ class Driver:
     # -- failures ----------------------------------------------------------------------
     def _attempt_failed(self, error: UpstreamError, timed_out: bool = False) -> None:
         """An attempt failed before the reply's head: try again as the core says."""
-        reused, sent = self.reused, self.request_sent
+        connection = self.connection
+        reused = connection is not None and connection.reused
+        sent = self.request_sent
         self._drop_upstream()
         self.connecting = self.reading_reply = False
         self.reply = None

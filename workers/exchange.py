@@ -110,9 +110,7 @@ def http_request_head(request: Request, location: Location, client_ip: bytes,
 
 def frame_body(piece: bytes, body: int) -> bytes:
     """A piece of the client's (de-chunked) body as it goes upstream."""
-    if body == BODY_CHUNKED and piece:  # (an empty chunk would be the last one)
-        return b"%x\r\n%b\r\n" % (len(piece), piece)
-    return piece
+    return header_rules.chunk(piece) if body == BODY_CHUNKED else piece
 
 
 def body_tail(body: int) -> bytes:
@@ -400,13 +398,10 @@ class Reply:
         if data:
             chunks.feed(data)
         pieces, chunks.pieces = chunks.pieces, []
-        size = sum(len(piece) for piece in pieces) if pieces else 0
-        self.body_bytes += size
-        if size:
-            out = (b"".join([b"%x\r\n" % size, *pieces, b"\r\n"]) if self.client_11
-                   else b"".join(pieces))
-        else:
-            out = b""
+        out = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        self.body_bytes += len(out)
+        if self.client_11:
+            out = header_rules.chunk(out)
         if chunks.complete:
             self._end(self.response.keep_alive and not chunks.extra,
                       None if chunks.extra else 0)
@@ -418,7 +413,7 @@ class Reply:
     def _until_close_piece(self, data: bytes, closed: bool) -> bytes:
         self.body_bytes += len(data)
         client_11 = self.client_11
-        out = (b"%x\r\n%b\r\n" % (len(data), data) if client_11 else data) if data else b""
+        out = header_rules.chunk(data) if client_11 else data
         if closed:
             self._end(False, 0)
             return out + header_rules.LAST_CHUNK if client_11 else out

@@ -200,9 +200,10 @@ def switching_protocols_head(status_line: bytes, headers: list[tuple[bytes, byte
     return b"".join(out)
 
 
-def chunk(data: bytes | memoryview) -> list[bytes | memoryview]:
-    """One HTTP/1.1 chunk (RFC 9112 §7.1) as pieces for sendall/join."""
-    return [b"%x\r\n" % len(data), data, b"\r\n"]
+def chunk(data: bytes) -> bytes:
+    """One HTTP/1.1 chunk (RFC 9112 §7.1); nothing for no bytes, since an empty
+    chunk is the last one."""
+    return b"%x\r\n%b\r\n" % (len(data), data) if data else b""
 
 
 LAST_CHUNK = b"0\r\n\r\n"

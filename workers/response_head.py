@@ -95,11 +95,6 @@ class ResponseHead:
                                                framing=framing, connection=connection)
 
 
-def has_no_body(method: bytes, status: int) -> bool:
-    """RFC 9110 §6.4.1, §9.3.2: a response to HEAD, and a 1xx, 204 or 304, has no body."""
-    return method == b"HEAD" or status < 200 or status in (204, 304)
-
-
 def parse_response_head(head: bytes) -> ResponseHead:
     """Parse a head that ends with its blank line; UpstreamError(502) if invalid."""
     match = _PLAIN_HEAD.fullmatch(head)

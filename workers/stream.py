@@ -83,7 +83,8 @@ class Stream:
 
     def set_deadline(self, timeout: float | None, target: Alarm) -> None:
         """For a wait made in callbacks (workers/driver.py): the sweeper calls
-        `target.throw(TimeoutError)` in the hub once `timeout` has passed."""
+        `target.throw(TimeoutError)` in the hub once `timeout` has passed. Called
+        again, it moves the deadline."""
         if timeout is None:
             return
         self.deadline = _monotonic() + timeout

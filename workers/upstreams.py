@@ -51,10 +51,6 @@ class UpstreamPool:
         self.idle: deque[UpstreamConnection] = deque()
         self._on_idle_readable = self._closed_while_idle
 
-    def take_idle(self, peer_index: int) -> UpstreamConnection | None:
-        """The most recently used idle connection to a peer, if any."""
-        return self._take_idle(peer_index)
-
     def release(self, connection: UpstreamConnection) -> None:
         """Keep a cleanly finished connection for reuse (most recent at the right).
 
@@ -79,7 +75,8 @@ class UpstreamPool:
         if len(self.idle) > self.upstream.keepalive:
             self.idle.popleft().close()  # the least recently used
 
-    def _take_idle(self, peer_index: int) -> UpstreamConnection | None:
+    def take_idle(self, peer_index: int) -> UpstreamConnection | None:
+        """The most recently used idle connection to a peer, if any."""
         idle = self.idle
         if not idle:
             return None
