@@ -36,6 +36,9 @@ class WorkerProcess:
     retiring: bool = False  # to be drained once a replacement is ready
     kill_at: float = 0.0  # SIGKILL deadline once it drains or is stopped; 0 = serving
     hung: bool = False  # SIGKILLed for a missed heartbeat: its exit is a failure
+    # Why it is recycled, for the restart counters (metrics_board.RESTART_REASONS):
+    # "rss", "max_requests", "reload"; "" when it is not replaced (a stop, a TTOU).
+    recycled_for: str = ""
 
 
 def fork_worker(config: Config, sockets: dict[str, socket.socket], scoreboard: Scoreboard,

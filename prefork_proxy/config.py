@@ -9,6 +9,7 @@ and unknown keys are errors, so a typo never passes silently.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -219,6 +220,51 @@ class ClientLimits:
 
 CLIENT_LIMITS = tuple(f.name for f in fields(ClientLimits))
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(value: object) -> tuple[Network, ...]:
+    if not isinstance(value, list):
+        raise ValueError("must be a list of addresses or networks, e.g. [\"127.0.0.1/32\"]")
+    networks = []
+    for item in value:
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except (TypeError, ValueError):
+            raise ValueError(f"{item!r} is not an address or network") from None
+    return tuple(networks)
+
+
+def _status_listen(value: object) -> Address:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    return parse_address(value)
+
+
+def _log_format(value: object) -> str:
+    if value not in ("combined", "json"):
+        raise ValueError(f"{value!r} is not \"combined\" or \"json\"")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Status:
+    """`[status]`: the status listener (/metrics, /status.json, the dashboard).
+
+    Off unless `listen` is set. The workers serve it, never the master."""
+
+    listen: Address | None = _setting(None, _status_listen)
+    # Who may read it; anyone else gets 403, and the refusal is logged.
+    allow: tuple[Network, ...] = _setting(
+        (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128")), _networks)
+    # Clients whose own X-Request-Id is kept (others get a new one: logs cannot be
+    # forged from outside).
+    trusted: tuple[Network, ...] = _setting((), _networks)
+
+    @property
+    def key(self) -> str | None:
+        return None if self.listen is None else str(self.listen)
+
 
 @dataclass(frozen=True)
 class Server:
@@ -237,6 +283,11 @@ class Config:
     worker_timeout: float = _setting(30.0, parse_duration)
     pidfile: str | None = _setting(None, _optional_text)
     access_log: str = _setting("-", _text)
+    # nginx's combined format, or one JSON object per line (workers/access_log.py).
+    access_log_format: str = _setting("combined", _log_format)
+    # X-Request-Id upstream (HTTP_X_REQUEST_ID for uwsgi) when the client sent none
+    # or is not in [status] trusted; in the access log and the error lines.
+    request_id: bool = _setting(True, _boolean)
     error_log: str = _setting("-", _text)
     # nginx's default is 512 connections per worker.
     worker_connections: int = _setting(512, _positive_int)
@@ -249,10 +300,15 @@ class Config:
     client: ClientLimits = ClientLimits()
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     servers: tuple[Server, ...] = ()
+    status: Status = Status()
 
     @property
     def listens(self) -> dict[str, Listen]:
-        return {listen.key: listen for server in self.servers for listen in server.listen}
+        """Every address the master binds: the servers' and the status listener's."""
+        found = {listen.key: listen for server in self.servers for listen in server.listen}
+        if self.status.listen is not None:
+            found[str(self.status.listen)] = Listen(self.status.listen)
+        return found
 
 
 class _Reader:
@@ -410,7 +466,7 @@ def parse_config(data: dict, file: str) -> Config:
     """Build a Config from an already-parsed TOML document."""
     reader = _Reader(file)
     top = reader.settings(Config, data, "",
-                          skip=("upstream", "server", "workers", *CLIENT_LIMITS))
+                          skip=("upstream", "server", "workers", "status", *CLIENT_LIMITS))
     if top.get("group") and not top.get("user"):
         # Without `user` the workers would keep the master's uid (root, to bind).
         raise reader.error("group", "needs `user` too: workers change group only "
@@ -440,8 +496,15 @@ def parse_config(data: dict, file: str) -> Config:
                     f"server[{index}].listen", f"{listen.key} is already used by server[{other}]"
                 )
             owners[listen.key] = index
+    status_table = data.get("status", {})
+    if not isinstance(status_table, dict):
+        raise reader.error("status", "must be a table: [status] listen = \"127.0.0.1:9901\"")
+    status = Status(**reader.settings(Status, status_table, "status", skip=()))
+    if status.key in owners:
+        raise reader.error("status.listen",
+                           f"{status.key} is already used by server[{owners[status.key]}]")
     return Config(path=os.path.abspath(file), workers=workers, upstreams=upstreams,
-                  servers=servers, client=client, **top)
+                  servers=servers, client=client, status=status, **top)
 
 
 def load_config(path: str) -> Config:

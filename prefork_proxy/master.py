@@ -20,6 +20,7 @@ from prefork_proxy import health, listeners, logs, reexec, systemd
 from prefork_proxy.children import EXIT_BOOT_FAILURE, WorkerProcess
 from prefork_proxy.config import Config, ConfigError, load_config
 from prefork_proxy.generations import Generations
+from prefork_proxy.metrics_board import config_names
 from prefork_proxy.pidfile import Pidfile
 from prefork_proxy.scoreboard import Scoreboard
 from prefork_proxy.signal_queue import SignalQueue
@@ -40,6 +41,9 @@ class Master:
         self.config = config
         self.handover = handover  # started by an old master's USR2
         self.scoreboard = Scoreboard()
+        self.metrics = self.scoreboard.metrics
+        self.metrics.register(config_names(config))
+        self.metrics.set_generation(1, time.time())
         self.sockets: dict[str, socket.socket] = {}
         self.bound_here: set[str] = set()  # unix socket files this process may unlink
         self.generations = Generations()
@@ -131,12 +135,14 @@ class Master:
                 listeners.close(key, self.sockets.pop(key))
             log.error("reload failed, generation %d keeps serving: %s",
                       self.generations.current, exc)
+            self._reload_failed(str(exc))
             self._notify("READY=1", f"STATUS=reload failed: {exc}")
             return
         superseded = self.generations.pending
         if superseded:  # the newest config wins; the older one drains unserved
             log.info("reload of generation %d superseded", superseded.number)
             self.workers.drain_generation(superseded.number, self.config.graceful_timeout)
+        self.metrics.register(config_names(config))  # before the fork: workers map names
         number = self.generations.start(config, time.monotonic() + _ready_deadline(config))
         log.info("reloading: starting generation %d with %d workers", number, config.workers)
         for worker_number in range(1, config.workers + 1):
@@ -218,6 +224,7 @@ class Master:
                 self._worker_exited(worker, code)
 
     def _worker_exited(self, worker: WorkerProcess, code: int) -> None:
+        self._count_restart(worker, code)
         if (worker.kill_at and not worker.hung) or self.stop_deadline is not None:
             return  # drained, retired or stopped: expected
         now = time.monotonic()
@@ -236,6 +243,21 @@ class Master:
                     worker.number, worker.pid, worker.generation, _describe_exit(code),
                     f" in {delay:.1f}s" if delay else "")
 
+    def _count_restart(self, worker: WorkerProcess, code: int) -> None:
+        """Count a worker's exit by why it was replaced; a stop or a TTOU is no restart."""
+        if worker.hung:
+            reason = "heartbeat"
+        elif worker.recycled_for:
+            reason = worker.recycled_for
+        elif not worker.kill_at and self.stop_deadline is None:
+            reason = "crash"
+        else:
+            return
+        self.metrics.count_restart(reason)
+        self.metrics.add_event("restart", f"worker {worker.number} (pid {worker.pid}, "
+                                          f"gen {worker.generation}): {reason}, "
+                                          f"{_describe_exit(code)}")
+
     def check_health(self) -> None:
         """Kill hung workers; mark for recycling those over max_worker_rss or
         max_requests (sampled once a second)."""
@@ -243,6 +265,7 @@ class Master:
         sample = now >= self.next_sample
         if sample:
             self.next_sample = now + 1.0
+            self.metrics.set_master_usage(*health.sample_usage(os.getpid()))
         self.workers.check_health(now, self.config.worker_timeout,
                                   self.rss_watch if sample else None)
 
@@ -264,7 +287,11 @@ class Master:
             self._apply_config(pending.config)
             for worker in self.workers:
                 if worker.generation < generations.current:
+                    worker.recycled_for = worker.recycled_for or "reload"
                     self.drain(worker)
+            self.metrics.count_reload(ok=True)
+            self.metrics.set_generation(generations.current, time.time())
+            self.metrics.add_event("reload", f"generation {generations.current} is serving")
             for number in generations.too_many_draining(self.workers.generations()):
                 log.warning("more than %d generations draining; stopping generation %d now",
                             generations.max_draining, number)
@@ -319,7 +346,12 @@ class Master:
             self._close_unused_sockets(self.config)
         log.error("reload failed (%s); generation %d keeps serving", reason,
                   self.generations.current)
+        self._reload_failed(reason)
         self._notify("READY=1", f"STATUS=reload failed: {reason}")
+
+    def _reload_failed(self, reason: str) -> None:
+        self.metrics.count_reload(ok=False)
+        self.metrics.add_event("reload", f"failed: {reason}")
 
     def _apply_config(self, config: Config) -> None:
         self.target = config.workers

@@ -13,6 +13,8 @@ import mmap
 import struct
 from dataclasses import dataclass
 
+from prefork_proxy.metrics_board import MetricsBoard
+
 # pid, worker number, generation, state | heartbeat, started |
 # requests, connections, tunnels, bytes_in, bytes_out, upstream_errors | rss, cpu
 _LAYOUT = struct.Struct("<qIII4xdd6QQd")
@@ -60,6 +62,8 @@ class Scoreboard:
     def __init__(self, slots: int = MAX_SLOTS) -> None:
         self.size = slots
         self.memory = mmap.mmap(-1, slots * SLOT_SIZE)
+        # The detailed counters (by location, peer, duration): metrics_board.py.
+        self.metrics = MetricsBoard(slots)
 
     # -- master side --------------------------------------------------------
     def claim(self, number: int, generation: int, now: float) -> int:
@@ -74,6 +78,7 @@ class Scoreboard:
                     -1, number, generation, STARTING, now, now,
                     0, 0, 0, 0, 0, 0, 0, 0.0,
                 )
+                self.metrics.clear(index)
                 return index
         raise RuntimeError("scoreboard full")
 
@@ -91,6 +96,7 @@ class Scoreboard:
         ]
         _COUNTERS.pack_into(self.memory, RETIRED * SLOT_SIZE + _COUNTERS_OFFSET, *totals)
         self.memory[index * SLOT_SIZE:(index + 1) * SLOT_SIZE] = bytes(SLOT_SIZE)
+        self.metrics.retire(index, into=RETIRED)
 
     def set_usage(self, index: int, rss: int, cpu: float) -> None:
         _MASTER_FIELDS.pack_into(self.memory, index * SLOT_SIZE + _MASTER_FIELDS_OFFSET, rss, cpu)

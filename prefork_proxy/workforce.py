@@ -128,10 +128,12 @@ class Workforce:
                 log.warning("worker %d (pid %d) RSS %d MiB is over max_worker_rss; recycling",
                             worker.number, worker.pid, rss >> 20)
                 worker.retiring = True
+                worker.recycled_for = "rss"
             elif health.requests_exhausted(slot, self.request_limits.get(worker.pid, 0)):
                 log.info("worker %d (pid %d) served %d requests (max_requests); recycling",
                          worker.number, worker.pid, slot.requests)
                 worker.retiring = True
+                worker.recycled_for = "max_requests"
 
     # -- counting --------------------------------------------------------------
     def serving(self, generation: int) -> list[WorkerProcess]:

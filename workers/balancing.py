@@ -16,11 +16,12 @@ from __future__ import annotations
 import ipaddress
 
 from prefork_proxy.config import Peer, Upstream
+from prefork_proxy.metrics_board import PEER_BASE
 
 
 class PeerState:
     __slots__ = ("peer", "index", "weight", "current", "fails", "window_start",
-                 "down_until", "conns")
+                 "down_until", "conns", "metric")
 
     def __init__(self, peer: Peer, index: int) -> None:
         self.peer, self.index, self.weight = peer, index, peer.weight
@@ -29,6 +30,7 @@ class PeerState:
         self.window_start = 0.0
         self.down_until = 0.0
         self.conns = 0
+        self.metric = PEER_BASE  # its row in the worker's metrics block (workers/metrics.py)
 
 
 class Balancer:

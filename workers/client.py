@@ -15,6 +15,7 @@ import contextlib
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING
 
+from prefork_proxy.metrics_board import LOC_BASE
 from workers import driver
 from workers.http1 import RequestReader
 from workers.stats import stats
@@ -23,6 +24,7 @@ from workers.tunnel import run_tunnel
 
 if TYPE_CHECKING:
     from prefork_proxy.config import Location
+    from workers.balancing import PeerState
     from workers.http1 import Request
     from workers.upstreams import UpstreamConnection
     from workers.worker import Site
@@ -31,7 +33,10 @@ if TYPE_CHECKING:
 class ClientConnection:
     __slots__ = ("sock", "client_addr", "client_ip", "client_port", "server_port", "site",
                  "reader", "status", "body_bytes", "response_started", "body_timeout",
-                 "send_timeout", "requests", "driver", "closed")
+                 "send_timeout", "requests", "driver", "closed",
+                 # for the access log and the metrics (workers/metrics.py)
+                 "started", "location_row", "upstream_peer", "upstream_status",
+                 "upstream_time", "request_id")
 
     def __init__(self, sock: Stream, address: object, site: Site,
                  server_port: bytes = b"") -> None:
@@ -53,6 +58,12 @@ class ClientConnection:
         self.response_started = False
         self.driver: driver.Driver | None = None
         self.closed = False
+        self.started = _monotonic()  # the current request's first byte (nginx $request_time)
+        self.location_row = LOC_BASE
+        self.upstream_peer: PeerState | None = None  # the peer that answered
+        self.upstream_status = 0
+        self.upstream_time = -1.0  # seconds, from the try's start to the reply's end
+        self.request_id: str | None = None
 
     def keep_alive_allowed(self, request: Request) -> bool:
         site = self.site

@@ -48,6 +48,7 @@ from workers.buffering import HeldOutput, wants_buffering
 from workers.errors import HttpError, UpstreamError, error_page
 from workers.headers import switching_protocols_head
 from workers.http1 import HEAD_RECV_SIZE, NEED_MORE, RECV_SIZE
+from workers.metrics import recorder
 from workers.spooled_body import SpooledBody
 from workers.stats import stats
 from workers.stream import Stream, family_and_target
@@ -105,7 +106,7 @@ class Driver:
         "spool_pieces",
         # the attempt
         "connection", "upstream", "connecting", "upstream_out", "attempt", "request_sent",
-        "peer_state", "reading_reply",
+        "peer_state", "reading_reply", "attempt_started",
         # the reply
         "reply", "out", "out_limit", "out_memory", "out_file", "paused", "keep_alive",
     )
@@ -146,6 +147,7 @@ class Driver:
         self.upstream_out: list[bytes] = []
         self.peer_state = None
         self.reading_reply = False
+        self.attempt_started = 0.0
         self.reply: exchange.Reply | None = None
         self.out: HeldOutput | None = None
         self.out_limit = UNBUFFERED_BACKLOG
@@ -272,8 +274,9 @@ class Driver:
             data, reader.leftover = reader.leftover + data, b""
         if self.phase == IDLE:
             self.worker.idle.discard(self.conn)
+            self.conn.started = now = _monotonic()  # nginx $request_time: the first byte
             if reader.served:  # a later request: its head is due this long from now
-                self.head_deadline = _monotonic() + self.site.header_timeout
+                self.head_deadline = now + self.site.header_timeout
             self.phase = HEAD
         try:
             request = reader.head_from(data)
@@ -297,6 +300,10 @@ class Driver:
         self.client.clear_deadline()
         self.request = request
         location = self.site.router.match(request.uri)
+        conn.location_row = recorder.location_row(location)
+        conn.upstream_peer = None
+        conn.upstream_status = 0
+        conn.upstream_time = -1.0
         try:
             exchange.check_request(request, location)
         except HttpError as exc:
@@ -389,6 +396,7 @@ class Driver:
             except HttpError as exc:
                 return self._client_error(exc)
         self.attempt += 1
+        self.attempt_started = _monotonic()  # nginx $upstream_response_time: this try
         self.request_sent = False
         self.upstream_out = [self.head]
         self.peer_state = peer = tries.balancer.peers[peer_index]
@@ -433,7 +441,7 @@ class Driver:
             if attempt == self.attempt and self.phase == UPSTREAM:
                 self._attempt_failed(UpstreamError(
                     502, f"connect to {address} failed: {exc.strerror or exc}",
-                    retryable=True))
+                    retryable=True, cause="connect_error"))
             return
         if attempt == self.attempt and self.phase == UPSTREAM:
             self._connect(family, target, address)
@@ -448,8 +456,7 @@ class Driver:
         error = sock.connect_ex(target)
         if error and error not in (errno.EINPROGRESS, errno.EAGAIN):
             sock.close()
-            return self._attempt_failed(UpstreamError(
-                502, f"connect to {address} failed: {os.strerror(error)}", retryable=True))
+            return self._attempt_failed(_connect_error(address, error))
         self._use(UpstreamConnection(Stream(sock), self.tries.peer_index))
         if not error:
             return self._connected()
@@ -465,8 +472,7 @@ class Driver:
         self.connecting = False
         error = upstream.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if error:
-            return self._attempt_failed(UpstreamError(
-                502, f"connect to {address} failed: {os.strerror(error)}", retryable=True))
+            return self._attempt_failed(_connect_error(address, error))
         self._connected()
 
     def _use(self, connection: UpstreamConnection) -> None:
@@ -507,7 +513,7 @@ class Driver:
                 sent = 0
             except OSError as exc:
                 return self._attempt_failed(UpstreamError(
-                    502, f"upstream connection failed: {exc}"))
+                    502, f"sending the request failed: {exc.strerror or exc}", cause="reset"))
             if sent:
                 self.request_sent = True
             if sent < len(data):
@@ -596,7 +602,9 @@ class Driver:
         tunnel. False when the driver has let go of the exchange."""
         reply = self.reply
         self.tries.succeeded()
-        self.conn.status = reply.status
+        conn = self.conn
+        conn.status = conn.upstream_status = reply.status
+        conn.upstream_peer = self.peer_state
         if reply.switching:
             if exchange.upgrade_asked(self.request, self.location) is None:
                 self._give_up(UpstreamError(
@@ -624,6 +632,9 @@ class Driver:
                        "a body of at least " if reply.body == exchange.NO_BODY else "")
         elif reply.excess is None:
             log_excess(upstream, None)
+        elapsed = _monotonic() - self.attempt_started
+        self.conn.upstream_time = elapsed
+        recorder.upstream_response(self.peer_state.metric, elapsed)
         self._release_upstream(reply.reusable and self.codec is exchange.HTTP_CODEC)
         self.conn.body_bytes = reply.body_bytes
         self._finish_once_sent()
@@ -824,28 +835,39 @@ class Driver:
         self._answer(error)
 
     def _log_failure(self, error: UpstreamError, peer_index: int | None) -> None:
+        """One error-log line per failure, in words: the cause, the peer, the client,
+        the request and its id; and the failure counted by peer and cause."""
         if error.logged:
             return
         error.logged = True
         stats.upstream_errors += 1
-        request = self.request
-        if self.codec is exchange.UWSGI_CODEC and peer_index is not None:
-            address = self.tries.balancer.peers[peer_index].peer.address
-            log.error("%s, uwsgi server %s, client %s, request \"%s\"", error.reason, address,
-                      self.conn.client_addr, _request_line(request))
-            return
-        log.error("%s, client %s, request \"%s\"", error.reason, self.conn.client_addr,
-                  _request_line(request))
+        conn = self.conn
+        what = "uwsgi server" if self.codec is exchange.UWSGI_CODEC else "upstream"
+        if peer_index is None:
+            peer = f"{what}s of {self.location.upstream.name}"
+            recorder.upstream_failure(self.pool.no_peer_row, error.cause)
+        else:
+            state = self.tries.balancer.peers[peer_index]
+            peer = f"{what} {state.peer.address}"
+            recorder.upstream_failure(state.metric, error.cause)
+        log.error("%s, %s, client %s, request \"%s\", request_id %s", error.reason, peer,
+                  conn.client_addr, _request_line(self.request), conn.request_id or "-")
 
     def _reply_failed(self, exc: OSError) -> None:
         """A read of the upstream failed (a reset)."""
-        if self.codec is exchange.UWSGI_CODEC:
-            error = UpstreamError(502, f"reading the reply from uwsgi failed: {exc}"
-                                  + exchange.uwsgi_size_hint(self.reply.buffer, self.packet_size))
-        else:
-            error = UpstreamError(502, f"upstream connection failed: {exc}")
+        reason = exc.strerror or str(exc)
         if self.reply.head_done:
-            return self._reply_broken(error)
+            return self._reply_broken(UpstreamError(
+                502, f"reading the reply failed after {self.reply.body_bytes} body bytes: "
+                     f"{reason}", cause="mid_reply"))
+        if self.codec is exchange.UWSGI_CODEC:
+            hint = exchange.uwsgi_size_hint(self.reply.buffer, self.packet_size)
+            error = UpstreamError(502, f"reading the reply from uwsgi failed: {reason}" + hint,
+                                  cause="uwsgi_buffer_size" if hint else "reset")
+        else:
+            error = UpstreamError(502, f"reading the reply failed before any byte of it: "
+                                       f"{reason}" if not self.reply.buffer else
+                                  f"reading the reply head failed: {reason}", cause="reset")
         self._attempt_failed(error)
 
     def _reply_broken(self, error: UpstreamError) -> None:
@@ -872,19 +894,32 @@ class Driver:
         if self.upstream is None:
             return
         uwsgi_call = self.codec is exchange.UWSGI_CODEC
+        location = self.location
         if self.connecting:
             address = self.tries.balancer.peers[self.tries.peer_index].peer.address
             return self._attempt_failed(UpstreamError(
-                504, f"connect to {address} timed out", retryable=True))
-        if self.reply is not None and self.reply.head_done:
-            return self._reply_broken(UpstreamError(504, "upstream timed out mid-reply"))
+                504, f"connect to {address} timed out ({location.connect_timeout:g}s)",
+                retryable=True, cause="connect_timeout"))
+        reply = self.reply
+        if reply is not None and reply.head_done:
+            return self._reply_broken(UpstreamError(
+                504, f"read timed out ({location.read_timeout:g}s) mid-reply, after "
+                     f"{reply.body_bytes} body bytes", cause="mid_reply"))
         if not self.reading_reply:
-            what = ("uwsgi server timed out while the request was sent" if uwsgi_call
-                    else "upstream timed out")
-            return self._attempt_failed(UpstreamError(504, what), timed_out=True)
-        what = ("uwsgi server timed out while the reply was read" if uwsgi_call
-                else "upstream timed out")
-        self._attempt_failed(UpstreamError(504, what), timed_out=True)
+            what = "uwsgi server" if uwsgi_call else "upstream"
+            return self._attempt_failed(UpstreamError(
+                504, f"{what} timed out ({location.send_timeout:g}s) while the request was "
+                     "sent", cause="send_timeout"), timed_out=True)
+        got = len(reply.buffer) if reply is not None else 0
+        self._attempt_failed(UpstreamError(
+            504, f"read timed out ({location.read_timeout:g}s) waiting for the reply head, "
+                 f"after {got} bytes", cause="read_timeout"), timed_out=True)
+
+
+def _connect_error(address: Address, error: int) -> UpstreamError:
+    return UpstreamError(502, f"connect to {address} failed: {os.strerror(error)}",
+                         retryable=True,
+                         cause="refused" if error == errno.ECONNREFUSED else "connect_error")
 
 
 def _request_line(request: Request | None) -> str:

@@ -38,11 +38,14 @@ class HttpError(Exception):
 
 class UpstreamError(HttpError):
     """The upstream failed (502) or timed out (504); `retryable` if nothing reached it
-    that cannot be sent again."""
+    that cannot be sent again. `cause` is one of metrics_board.FAILURE_CAUSES: the
+    failure counters' label (the reply parsers raise the default, an invalid head)."""
 
-    def __init__(self, status: int, reason: str, *, retryable: bool = False) -> None:
+    def __init__(self, status: int, reason: str, *, retryable: bool = False,
+                 cause: str = "invalid_header") -> None:
         super().__init__(status, reason)
         self.retryable = retryable
+        self.cause = cause
         self.logged = False  # its error-log line is written (once per failure)
 
 

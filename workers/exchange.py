@@ -148,7 +148,8 @@ class Tries:
         return self.peer_index
 
     def no_peer_error(self, what: str) -> UpstreamError:
-        return self.last_error or UpstreamError(502, f"no live {what}")
+        return self.last_error or UpstreamError(502, f"no live {what}",
+                                                cause="no_live_upstreams")
 
     def failed(self, error: UpstreamError, reused: bool, body_started: bool,
                timed_out: bool, now: float) -> int:
@@ -190,7 +191,8 @@ class HttpCodec:
 
     @staticmethod
     def closed_before_head(data: bytes, packet_size: int) -> UpstreamError:
-        return UpstreamError(502, "upstream closed the connection before a response")
+        return UpstreamError(502, "upstream closed the connection before a response",
+                             cause="reset")
 
     @staticmethod
     def too_big() -> UpstreamError:
@@ -220,8 +222,9 @@ class UwsgiCodec:
     @staticmethod
     def closed_before_head(data: bytes, packet_size: int) -> UpstreamError:
         what = "an incomplete reply head" if data else "no reply"
-        return UpstreamError(502, f"uwsgi server closed the connection with {what}"
-                                  + uwsgi_size_hint(data, packet_size))
+        hint = uwsgi_size_hint(data, packet_size)
+        return UpstreamError(502, f"uwsgi server closed the connection with {what}" + hint,
+                             cause="uwsgi_buffer_size" if hint else "reset")
 
     @staticmethod
     def too_big() -> UpstreamError:
@@ -390,7 +393,8 @@ class Reply:
         self.remaining = remaining - have
         self.body_bytes += have
         if closed:
-            raise UpstreamError(502, "upstream closed the connection mid-body")
+            raise UpstreamError(502, "upstream closed the connection mid-body",
+                                cause="mid_reply")
         return data
 
     def _chunked_piece(self, data: bytes, closed: bool) -> bytes:
@@ -407,7 +411,8 @@ class Reply:
                       None if chunks.extra else 0)
             return out + header_rules.LAST_CHUNK if self.client_11 else out
         if closed:
-            raise UpstreamError(502, "upstream closed the connection mid-body")
+            raise UpstreamError(502, "upstream closed the connection mid-body",
+                                cause="mid_reply")
         return out
 
     def _until_close_piece(self, data: bytes, closed: bool) -> bytes:

@@ -24,6 +24,7 @@ from collections import deque
 
 from prefork_proxy.config import Upstream
 from workers.balancing import Balancer
+from workers.metrics import recorder
 from workers.stream import Stream
 
 log = logging.getLogger("worker")
@@ -48,6 +49,10 @@ class UpstreamPool:
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         self.balancer = Balancer(upstream)
+        for state in self.balancer.peers:  # its row in this worker's metrics block
+            state.metric = recorder.peer_row(upstream.name, str(state.peer.address))
+        # Where a failure with no peer to blame is counted ("no live upstreams").
+        self.no_peer_row = recorder.peer_row(upstream.name, "-")
         self.idle: deque[UpstreamConnection] = deque()
         self._on_idle_readable = self._closed_while_idle
 
@@ -145,6 +150,10 @@ def pool_for(upstream: Upstream) -> UpstreamPool:
     if pool is None:
         pool = _pools[id(upstream)] = UpstreamPool(upstream)
     return pool
+
+
+def pools() -> list[UpstreamPool]:
+    return list(_pools.values())
 
 
 def close_idle_connections() -> None:

@@ -19,6 +19,7 @@ import socket
 import time
 from collections.abc import Iterable
 from itertools import islice
+from time import monotonic as _monotonic
 
 import gevent
 import gevent.event
@@ -27,6 +28,7 @@ from setproctitle import setproctitle
 
 from prefork_proxy import logs
 from prefork_proxy.config import Config, Server
+from prefork_proxy.metrics_board import LOC_BASE
 from prefork_proxy.scoreboard import DRAINING, READY, Scoreboard
 from workers import upstreams
 from workers.acceptor import Listener
@@ -35,8 +37,10 @@ from workers.client import ClientConnection
 from workers.driver import DRAIN_IDLE_TIMEOUT
 from workers.errors import error_page
 from workers.http1 import Request
+from workers.metrics import recorder
 from workers.routing import Router
 from workers.stats import stats
+from workers.status_server import StatusServer
 from workers.stream import sweep_timeouts
 
 log = logging.getLogger("worker")
@@ -89,6 +93,9 @@ class Site:
                                    if self.keepalive_timeout > 0 else 1)
 
     def log_request(self, conn: ClientConnection, request: Request | None) -> None:
+        """The one accounting point of a request: its metrics, and its log line."""
+        recorder.request(conn.location_row, conn.status, _monotonic() - conn.started)
+        conn.location_row = LOC_BASE  # a next request refused before routing has none
         access_log = self.access_log
         if not access_log.enabled:
             return
@@ -134,6 +141,8 @@ class Worker:
         self.tunnels = gevent.pool.Group()
         self.siblings: list[int] = []  # their scoreboard slots (_find_siblings)
         self.servers: list[Listener] = []
+        self.status_server: StatusServer | None = None  # [status] listen
+        recorder.bind(scoreboard.metrics, slot, config)
 
     def run(self, blocked: Iterable[signal.Signals] = ()) -> int:
         """Serve until drained or stopped. `blocked` signals were blocked across fork;
@@ -145,6 +154,11 @@ class Worker:
             site = Site(server, self)
             for listen in server.listen:
                 self.servers.append(self._serve(self.sockets[listen.key], site))
+        status_key = self.config.status.key
+        if status_key is not None:
+            self.status_server = StatusServer(self.sockets[status_key], self.config.status,
+                                              self.scoreboard)
+            self.status_server.start()
         if self.config.user or self.config.group:
             _load_lazy_modules()
         drop_privileges(self.config.user, self.config.group)
@@ -233,6 +247,7 @@ class Worker:
 
     def _beat(self) -> None:
         self.scoreboard.beat(self.slot, time.monotonic(), stats.as_tuple())
+        recorder.publish_gauges(upstreams.pools())
 
     def _heartbeat(self) -> None:
         master = os.getppid()
@@ -253,6 +268,8 @@ class Worker:
         self.scoreboard.set_state(self.slot, DRAINING)
         for server in self.servers:
             server.close()
+        if self.status_server is not None:
+            self.status_server.close()
         upstreams.close_idle_connections()
         gevent.spawn_later(min(IDLE_CLOSE_DELAY, self.config.graceful_timeout / 2),
                            self._close_idle_connections)
@@ -310,6 +327,8 @@ class Worker:
         self.draining = True
         for server in self.servers:
             server.close()
+        if self.status_server is not None:
+            self.status_server.close()
         self.tunnels.kill(block=False)
         for conn in list(self.connections):
             conn.abort()

@@ -1,0 +1,103 @@
+"""This worker's metrics: what the hot path adds to its metrics-board block.
+
+The block (prefork_proxy/metrics_board.py) is shared memory that only this
+worker writes; a request costs a few array increments, with no lock and no
+copy. The gauges (a peer's open connections, whether this worker skips it)
+are written by the heartbeat once a second (`publish_gauges`). Until `bind`
+runs (a test that drives a connection without a worker), a private array
+takes the counts.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left
+from time import monotonic as _monotonic
+from typing import TYPE_CHECKING
+
+from prefork_proxy.metrics_board import (
+    BLOCK_FIELDS,
+    DURATION_BUCKETS,
+    FAILURE_CAUSES,
+    HIST_BASE,
+    HIST_SUM,
+    LOC_BASE,
+    PEER_ACTIVE,
+    PEER_BASE,
+    PEER_DOWN,
+    PEER_FAILURES,
+    PEER_FIELDS,
+    PEER_RESPONSES,
+    PEER_TIME_US,
+    STATUS_CLASSES,
+    MetricsBoard,
+    location_name,
+    peer_name,
+)
+
+if TYPE_CHECKING:
+    from prefork_proxy.config import Config
+    from workers.upstreams import UpstreamPool
+
+_CAUSE_INDEX = {cause: PEER_FAILURES + index for index, cause in enumerate(FAILURE_CAUSES)}
+_CLASSES = len(STATUS_CLASSES)
+
+
+class Recorder:
+    __slots__ = ("block", "locations", "peers")
+
+    def __init__(self) -> None:
+        self.block: memoryview = memoryview(array("Q", bytes(BLOCK_FIELDS * 8)))
+        self.locations: dict[int, int] = {}  # id(Location) -> its row in the block
+        self.peers: dict[str, int] = {}  # peer name -> its row
+
+    def bind(self, board: MetricsBoard, slot: int, config: Config) -> None:
+        """Write into `slot`'s block from now on, with the master's name indices."""
+        self.block = board.block(slot)
+        locations, peers = board.names(location=True), board.names(location=False)
+        for server in config.servers:
+            listen = server.listen[0].key
+            for location in server.locations:
+                index = locations.get(location_name(listen, location.path), 0)
+                self.locations[id(location)] = LOC_BASE + index * _CLASSES
+        self.peers = {name: PEER_BASE + index * PEER_FIELDS for name, index in peers.items()}
+
+    def location_row(self, location: object) -> int:
+        return self.locations.get(id(location), LOC_BASE)
+
+    def peer_row(self, upstream: str, address: str) -> int:
+        return self.peers.get(peer_name(upstream, address), PEER_BASE)
+
+    # -- the hot path ------------------------------------------------------------------
+    def request(self, location_row: int, status: int, seconds: float) -> None:
+        """One request ended with `status` after `seconds` (the access log's line)."""
+        if not 100 <= status <= 599:
+            return  # no answer was made (the client went before one)
+        block = self.block
+        block[location_row + status // 100 - 1] += 1
+        block[HIST_BASE + bisect_left(DURATION_BUCKETS, seconds)] += 1
+        block[HIST_SUM] += int(seconds * 1e6)
+
+    def upstream_response(self, peer_row: int, seconds: float) -> None:
+        block = self.block
+        block[peer_row + PEER_RESPONSES] += 1
+        block[peer_row + PEER_TIME_US] += int(seconds * 1e6)
+
+    def upstream_failure(self, peer_row: int, cause: str) -> None:
+        self.block[peer_row + _CAUSE_INDEX.get(cause, _CAUSE_INDEX["reset"])] += 1
+
+    # -- the heartbeat -----------------------------------------------------------------
+    def publish_gauges(self, pools: list[UpstreamPool]) -> None:
+        """Each peer's open connections and down state, as this worker sees them."""
+        block = self.block
+        now = _monotonic()
+        for pool in pools:
+            for state in pool.balancer.peers:
+                row = state.metric
+                if row == PEER_BASE:
+                    continue  # "other": gauges of several peers would be mixed
+                block[row + PEER_ACTIVE] = max(state.conns, 0)
+                block[row + PEER_DOWN] = 1 if state.down_until > now else 0
+
+
+recorder = Recorder()
