@@ -228,6 +228,8 @@ def _networks(value: object) -> tuple[Network, ...]:
         raise ValueError("must be a list of addresses or networks, e.g. [\"127.0.0.1/32\"]")
     networks = []
     for item in value:
+        if not isinstance(item, str):  # ipaddress would read 1 as 0.0.0.1
+            raise ValueError(f"{item!r} is not an address or network")
         try:
             networks.append(ipaddress.ip_network(item, strict=False))
         except (TypeError, ValueError):

@@ -348,3 +348,43 @@ def test_user_alone_or_with_group_is_accepted(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, 'user = "nobody"\n' + GOOD)).user == "nobody"
     config = load_config(write(tmp_path, 'user = "nobody"\ngroup = "nogroup"\n' + GOOD))
     assert (config.user, config.group) == ("nobody", "nogroup")
+
+
+# -- [status] ------------------------------------------------------------------------
+STATUS_BASE = 'access_log = "off"\n' + with_location("", second=True)
+
+
+def _with_status(status: str) -> str:
+    return STATUS_BASE.replace("[[server]]", f"[status]\n{status}\n\n[[server]]", 1)
+
+
+def test_the_status_listener_is_off_by_default_with_loopback_allowed(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, STATUS_BASE))
+    assert config.status.listen is None and "127.0.0.1:9901" not in config.listens
+    assert [str(net) for net in config.status.allow] == ["127.0.0.1/32", "::1/128"]
+    assert config.request_id is True and config.access_log_format == "combined"
+
+
+def test_a_status_listener_is_bound_by_the_master(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, _with_status(
+        'listen = "127.0.0.1:9901"\nallow = ["10.0.0.0/8", "::1"]\ntrusted = ["10.1.2.3"]')))
+    assert config.status.key == "127.0.0.1:9901" and "127.0.0.1:9901" in config.listens
+    assert [str(net) for net in config.status.allow] == ["10.0.0.0/8", "::1/128"]
+    assert [str(net) for net in config.status.trusted] == ["10.1.2.3/32"]
+
+
+@pytest.mark.parametrize(("status", "words"), [
+    ('listen = "127.0.0.1:8080"', "status.listen: 127.0.0.1:8080 is already used by server[0]"),
+    ('listen = "127.0.0.1:99999"', "status.listen: "),
+    ('allow = ["nope"]', "status.allow: 'nope' is not an address or network"),
+    ('allow = "127.0.0.1"', "status.allow: must be a list"),
+    ("trusted = [1]", "status.trusted: 1 is not an address or network"),
+    ("port = 1", "status.port: unknown setting"),
+])
+def test_a_bad_status_setting_names_its_key(tmp_path: Path, status: str, words: str) -> None:
+    assert words in error_of(tmp_path, _with_status(status))
+
+
+def test_a_bad_access_log_format_names_its_key(tmp_path: Path) -> None:
+    message = error_of(tmp_path, 'access_log_format = "xml"\n' + STATUS_BASE)
+    assert message == 'proxy.toml: access_log_format: \'xml\' is not "combined" or "json"'

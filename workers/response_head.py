@@ -165,6 +165,32 @@ class _LlhttpHead:
         self.response = response
 
 
+_VALID_FIELD_LINE = re.compile(abnf.FIELD_LINE)
+_VALID_STATUS_LINE = re.compile(abnf.HTTP_1_PREFIX + abnf.HTTP_1_MINOR + b" "
+                                + abnf.STATUS_CODE_FROM_100 + b"(?: " + abnf.REASON_PHRASE
+                                + b")?")
+_SHOWN_LINE = 100  # bytes of a bad line quoted in the error log
+
+
+def _offending_line(head: bytes) -> str:
+    """Which line of a refused head is wrong, for the error log (the operator's
+    first question): the status line, or the first header line that is not
+    `name: value` by RFC 9112's grammar. Only on the failure path."""
+    lines = head.split(b"\r\n")
+    if not _VALID_STATUS_LINE.fullmatch(lines[0]):
+        return f" in the status line {_quoted(lines[0])}"
+    for line in lines[1:]:
+        if line and not _VALID_FIELD_LINE.fullmatch(line):
+            return f" in the header line {_quoted(line)}"
+    return ""
+
+
+def _quoted(line: bytes) -> str:
+    text = line[:_SHOWN_LINE].decode("latin-1")
+    shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    return f'"{shown}"' + ("..." if len(line) > _SHOWN_LINE else "")
+
+
 def _parse_with_llhttp(head: bytes) -> ResponseHead:
     parsing = _LlhttpHead()
     try:
@@ -176,7 +202,8 @@ def _parse_with_llhttp(head: bytes) -> ResponseHead:
             raise exc.__context__ from None
         raise UpstreamError(502, f"upstream sent an invalid response: {exc}") from None
     except httptools.HttpParserError as exc:
-        raise UpstreamError(502, f"upstream sent an invalid response: {exc}") from None
+        raise UpstreamError(502, f"upstream sent an invalid response: {exc}"
+                                 + _offending_line(head)) from None
     if parsing.response is None:
         raise UpstreamError(502, "upstream sent an incomplete response head")
     return parsing.response
