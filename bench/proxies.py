@@ -128,7 +128,7 @@ graceful_timeout = "30s"
 access_log = "off"
 pidfile = "{directory}/prefork-proxy.pid"
 worker_connections = 10000
-
+{self.extra_config()}
 [upstream.app]
 servers = ["127.0.0.1:{upstreams.http_port}"]
 keepalive = 32
@@ -174,6 +174,10 @@ listen = ["127.0.0.1:{port}"]
 """)
         return procs.start(f"prefork-proxy-{port}", [str(self.executable), "-c", str(config)],
                            self.log_dir)
+
+    def extra_config(self) -> str:
+        """More top-level settings or tables (bench/metrics_cost.py adds [status])."""
+        return ""
 
     def routes(self, port: int) -> Endpoints:
         return full_routes(port)
