@@ -7,7 +7,8 @@ launcher, which then stops them in order:
   demo/http_upstream.py   an HTTP upstream: pages, /ws-test, /headers    :8081
   demo/ws_echo.py         a WebSocket echo upstream                      :8082
   uwsgi --socket 127.0.0.1:7000 --wsgi-file demo/hello_uwsgi.py          :7000
-  the proxy               :8080 (/ -> HTTP, /ws -> echo), :7001 -> uwsgi_pass :7000
+  the proxy               :8080 (/ -> HTTP, /ws -> echo), :7001 -> uwsgi_pass :7000,
+                          and its status listener (the dashboard)      :9901
 
 The uWSGI part is left out, with a note, when the `uwsgi` binary or the
 proxy's uwsgi_pass support is missing. Every port can be moved with an
@@ -44,12 +45,14 @@ class DemoPorts:
     uwsgi_app: int = 7000
     http_upstream: int = 8081
     ws_upstream: int = 8082
+    status: int = 9901
 
     ENV = {"proxy": "PREFORK_PROXY_DEMO_PORT",
            "uwsgi_proxy": "PREFORK_PROXY_DEMO_UWSGI_PORT",
            "uwsgi_app": "PREFORK_PROXY_DEMO_UWSGI_APP_PORT",
            "http_upstream": "PREFORK_PROXY_DEMO_HTTP_UPSTREAM_PORT",
-           "ws_upstream": "PREFORK_PROXY_DEMO_WS_UPSTREAM_PORT"}
+           "ws_upstream": "PREFORK_PROXY_DEMO_WS_UPSTREAM_PORT",
+           "status": "PREFORK_PROXY_DEMO_STATUS_PORT"}
 
     @classmethod
     def from_environment(cls) -> DemoPorts:
@@ -64,6 +67,9 @@ def demo_config(ports: DemoPorts, with_uwsgi: bool) -> str:
 workers = 2
 graceful_timeout = "5s"
 access_log = "-"
+
+[status]                             # the dashboard, /metrics and /status.json
+listen = "{HOST}:{ports.status}"
 
 [upstream.web]
 servers = ["{HOST}:{ports.http_upstream}"]
@@ -224,6 +230,8 @@ def banner(ports: DemoPorts, config_path: Path, uwsgi_note: str | None, logs: Pa
                      f"app on {HOST}:{ports.uwsgi_app}")
     else:
         lines.append(f"  (uWSGI part skipped: {uwsgi_note})")
+    lines.append(f"  http://{HOST}:{ports.status}/          the live dashboard; /metrics, "
+                 "/status.json")
     lines += [
         "",
         "Try:",

@@ -171,3 +171,24 @@ def test_status_json_and_the_dashboard_page_are_served(start_proxy, upstream):
     assert b"prefork-proxy" in page
     assert fetch(status_port, "/nothing")[0] == 404
     assert fetch(status_port, "/ws")[0] == 400  # not an upgrade
+
+
+@pytest.mark.timeout(60)
+def test_max_requests_restarts_and_a_failed_reload_are_counted(start_proxy, upstream):
+    status_port = free_port()
+    proxy = start_proxy(status_config(upstream.address, status_port, workers=1,
+                                      top="max_requests = 30"))
+    _send(proxy.port, 40, clients=1)
+    wait_for(lambda: value(metrics(status_port), "prefork_proxy_worker_restarts_total",
+                           reason="max_requests") >= 1, timeout=20,
+             message="the recycled worker counted")
+    proxy.config_path.write_text(proxy.config_path.read_text() + "\nnot toml = = =\n")
+    proxy.signal(signal.SIGHUP)
+    wait_for(lambda: value(metrics(status_port), "prefork_proxy_reloads_total",
+                           result="failed") == 1, message="the failed reload counted")
+    samples = metrics(status_port)
+    assert value(samples, "prefork_proxy_reloads_total", result="ok") == 0
+    assert value(samples, "prefork_proxy_config_generation") == 1
+    assert any(event["text"].startswith("failed: ")
+               for event in status_json(status_port)["events"])
+    wait_for(lambda: total(metrics(status_port), REQUESTS) == 40, message="40 counted")
