@@ -37,7 +37,7 @@ from tests.support.fuzz_strategies import (
     request_streams,
     splits,
 )
-from tests.support.sans_io import PiecesReader, WaitedForMore
+from tests.support.sans_io import PiecesReader
 from workers.errors import HttpError
 
 EXAMPLES = DirectoryBasedExampleDatabase(Path(__file__).parent / "hypothesis-examples")
@@ -398,10 +398,6 @@ def test_a_refusal_after_a_declined_upgrade_keeps_its_status() -> None:
     assert reading.status == 405, reading
 
 
-@pytest.mark.xfail(strict=True, raises=WaitedForMore, reason=(
-    "pending bug http09_request_line: an HTTP/0.9 request line whose LF comes in a "
-    "later read than the request's first byte is not refused at once: the reader "
-    "asks for header lines"))
 @pytest.mark.parametrize("pieces", [
     (b"GET /\r", b"\n"),
     (b"GET /", b"\r\n"),

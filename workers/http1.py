@@ -118,6 +118,9 @@ class RequestReader:
         self.in_trailer = False  # the head is complete: header callbacks are trailer fields
         self.line_run = 0  # raw bytes of the head since its last LF (_count_line_run)
         self.tab_tail = b""  # an unfinished head's last line (_refuse_tab_before_value)
+        # A begun request's bytes until its first LF: an HTTP/0.9 line is refused
+        # whichever read brings the LF (_refuse_http09).
+        self.first_line: bytes | None = None
         self.in_head = False  # llhttp is inside a request head
         self.heads_begun = 0  # heads llhttp began during the current feed
         self.priming = False  # a primer head is being fed (see _decline_upgrade)
@@ -283,8 +286,18 @@ class RequestReader:
             request = self.request
             self._feed(data)
             self._count_line_run(data)
-            if not self.events and self.request is not request:
-                _refuse_http09(data)  # a message began at data[0] and its head is not whole
+            if self.events:
+                self.first_line = None
+            else:
+                if self.request is not request:  # a message began at data[0]; not whole
+                    self.first_line = data
+                elif self.first_line is not None:
+                    self.first_line += data
+                if self.first_line is not None:
+                    _refuse_http09(self.first_line)
+                    line = self.first_line.lstrip(b"\r\n")
+                    if b"\n" in line or len(line) > MAX_LINE_SIZE:
+                        self.first_line = None  # the line is past (or llhttp bounds it)
         events = self.events
         if not events:
             if self.deferred_error is not None:
