@@ -12,14 +12,14 @@ scoreboard), in three parts:
 * **master**: counters only the master writes (restarts by reason, reloads,
   the config generation) and a ring of recent events for the dashboard.
 * **one block per scoreboard slot**, an array of u64 that only the slot's
-  worker writes (one writer, no locks), and directly on the hot path: a
-  request costs a few memoryview increments. Block 0 is the retired block:
+  worker writes (one writer, no locks): its heartbeat copies there what its
+  requests added up, once a second (workers/metrics.py). Block 0 is the retired block:
   when a worker exits the master adds its counters (not its gauges) to it,
   so totals never go backwards (scoreboard.Scoreboard.release).
 
 Durations are kept as whole microseconds, so every field is an integer.
 Readers (the status listener in any worker, tests) read without locks: a
-value can be one request behind, never torn on x86-64 or arm64 (aligned
+value can be a heartbeat behind, never torn on x86-64 or arm64 (aligned
 8-byte stores).
 """
 

@@ -59,8 +59,9 @@ def test_retire_adds_counters_but_not_gauges_and_clears_the_slot():
     row = recorder.peer_row("app", "127.0.0.1:9001")
     recorder.request(recorder.location_row(config.servers[0].locations[0]), 200, 0.002)
     recorder.upstream_response(row, 0.0015)
-    block = board.metrics.block(slot)
-    block[row + PEER_ACTIVE] = 5  # a gauge
+    recorder.block[row + PEER_ACTIVE] = 5  # a gauge
+    recorder.publish([])
+    assert board.metrics.block(slot)[row + PEER_ACTIVE] == 5
     board.release(slot)
     retired = board.metrics.block(RETIRED)
     assert retired[HIST_BASE] == 1  # the 5 ms bucket
@@ -85,8 +86,11 @@ def test_workers_count_in_their_own_blocks_concurrently_and_exactly():
                 recorder = Recorder()
                 recorder.bind(board.metrics, slot, config)
                 row = recorder.location_row(config.servers[0].locations[0])
-                for _ in range(20_000):
+                for count in range(20_000):
                     recorder.request(row, 200, 0.03)
+                    if count % 1000 == 0:
+                        recorder.publish([])  # as the heartbeat does, while others write
+                recorder.publish([])
             finally:
                 os._exit(0)
         pids.append(pid)

@@ -91,7 +91,9 @@ def _check(proxy, status_port: int, peer: str, cause: str, words: str,
     labels = {"upstream": upstream or peer.split()[-1], "peer": peer.split()[-1]}
     if peer.startswith("upstreams of") or peer.startswith("uwsgi servers of"):
         labels["peer"] = "-"
-    assert value(metrics(status_port), FAILURES, **labels, cause=cause) == 1
+    # The worker publishes its counts with its heartbeat, once a second.
+    wait_for(lambda: value(metrics(status_port), FAILURES, **labels, cause=cause) == 1,
+             message=f"the {cause} failure counted")
     return line
 
 

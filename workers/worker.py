@@ -247,7 +247,7 @@ class Worker:
 
     def _beat(self) -> None:
         self.scoreboard.beat(self.slot, time.monotonic(), stats.as_tuple())
-        recorder.publish_gauges(upstreams.pools())
+        recorder.publish(upstreams.pools())
 
     def _heartbeat(self) -> None:
         master = os.getppid()
