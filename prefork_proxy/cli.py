@@ -1,4 +1,5 @@
-"""Command line: run the master, check a config (-t), signal a master (-s), demo."""
+"""Command line: run the master, check a config (-t), signal a master (-s), demo,
+status (the running proxy's state as a table)."""
 
 from __future__ import annotations
 
@@ -25,9 +26,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-t", "--test", action="store_true", help="check the config and exit")
     parser.add_argument("-s", "--signal", choices=sorted(SIGNAL_NAMES),
                         help="send a signal to the master named in the pidfile")
-    parser.add_argument("command", nargs="?", choices=["demo"],
-                        help="demo: start the bundled demo upstreams and the proxy")
+    parser.add_argument("command", nargs="?", choices=["demo", "status"],
+                        help="demo: start the bundled demo upstreams and the proxy; "
+                             "status: print the running proxy's state, read from "
+                             "[status] listen")
+    parser.add_argument("--watch", action="store_true",
+                        help="status: redraw the table every --interval until Ctrl-C")
+    parser.add_argument("--interval", type=_interval, default=1.0, metavar="SECONDS",
+                        help="status --watch: seconds between samples (default 1)")
     args = parser.parse_args(argv)
+    if args.command != "status" and (args.watch or args.interval != 1.0):
+        parser.error("--watch and --interval go with the status command")
 
     if args.command == "demo":
         from prefork_proxy.demo import run_demo
@@ -38,12 +47,26 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"prefork-proxy: {exc}", file=sys.stderr)
         return 1
+    if args.command == "status":
+        from prefork_proxy.status_cli import run as run_status
+
+        return run_status(config, args.config, watch=args.watch, interval=args.interval)
     if args.test:
         print(f"prefork-proxy: {args.config}: configuration is valid")
         return 0
     if args.signal:
         return send_signal(config.pidfile, args.signal)
     return run_master(config)
+
+
+def _interval(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0.1 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0.1 to 3600")
+    return seconds
 
 
 def send_signal(pidfile: str | None, name: str) -> int:
