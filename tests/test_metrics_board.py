@@ -58,7 +58,8 @@ def test_retire_adds_counters_but_not_gauges_and_clears_the_slot():
     recorder.bind(board.metrics, slot, config)
     row = recorder.peer_row("app", "127.0.0.1:9001")
     recorder.request(recorder.location_row(config.servers[0].locations[0]), 200, 0.002)
-    recorder.upstream_response(row, 0.0015)
+    recorder.upstream_response(row)
+    recorder.upstream_time(row, 0.0015)
     recorder.block[row + PEER_ACTIVE] = 5  # a gauge
     recorder.publish([])
     assert board.metrics.block(slot)[row + PEER_ACTIVE] == 5

@@ -12,6 +12,7 @@ import threading
 import pytest
 
 from tests.support.processes import free_port, wait_for
+from tests.support.scripted_http import ScriptedHttp
 from tests.support.status import fetch, metrics, status_config, status_json, total, value
 
 REQUESTS = "prefork_proxy_requests_total"
@@ -192,3 +193,25 @@ def test_max_requests_restarts_and_a_failed_reload_are_counted(start_proxy, upst
     assert any(event["text"].startswith("failed: ")
                for event in status_json(status_port)["events"])
     wait_for(lambda: total(metrics(status_port), REQUESTS) == 40, message="40 counted")
+
+
+@pytest.mark.timeout(60)
+def test_a_reply_whose_client_left_after_the_head_counts_for_its_peer(start_proxy):
+    upstream = ScriptedHttp({b"/slow": [b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n", 1.0,
+                                        b"body"]})
+    try:
+        status_port = free_port()
+        proxy = start_proxy(status_config(upstream.address, status_port, workers=1))
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as client:
+            client.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert client.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        # The client went before the body: the request ends there, the head counts.
+        peer = {"upstream": upstream.address, "peer": upstream.address}
+        wait_for(lambda: value(metrics(status_port), "prefork_proxy_upstream_responses_total",
+                               **peer) == 1, message="the reply head counted")
+        wait_for(lambda: value(metrics(status_port),
+                               "prefork_proxy_upstream_response_seconds_count", **peer) == 1,
+                 message="its time")
+        assert total(metrics(status_port), REQUESTS, status="2xx") == 1
+    finally:
+        upstream.close()

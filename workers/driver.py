@@ -604,7 +604,8 @@ class Driver:
         self.tries.succeeded()
         conn = self.conn
         conn.status = conn.upstream_status = reply.status
-        conn.upstream_peer = self.peer_state
+        conn.upstream_peer = peer = self.peer_state
+        recorder.upstream_response(peer.metric)
         if reply.switching:
             if exchange.upgrade_asked(self.request, self.location) is None:
                 self._give_up(UpstreamError(
@@ -632,9 +633,6 @@ class Driver:
                        "a body of at least " if reply.body == exchange.NO_BODY else "")
         elif reply.excess is None:
             log_excess(upstream, None)
-        elapsed = _monotonic() - self.attempt_started
-        self.conn.upstream_time = elapsed
-        recorder.upstream_response(self.peer_state.metric, elapsed)
         self._release_upstream(reply.reusable and self.codec is exchange.HTTP_CODEC)
         self.conn.body_bytes = reply.body_bytes
         self._finish_once_sent()
@@ -650,6 +648,12 @@ class Driver:
             connection.close()
 
     def _let_go_upstream(self) -> None:
+        conn = self.conn
+        if conn.upstream_peer is not None and conn.upstream_time < 0:
+            # nginx $upstream_response_time: from the try's start until the upstream
+            # is let go (the reply read whole, cut off, or handed to a tunnel).
+            conn.upstream_time = elapsed = _monotonic() - self.attempt_started
+            recorder.upstream_time(conn.upstream_peer.metric, elapsed)
         upstream = self.upstream
         upstream.on_readable = None
         upstream.clear_deadline()

@@ -82,10 +82,13 @@ class Recorder:
         block[HIST_BASE + bisect_left(DURATION_BUCKETS, seconds)] += 1
         block[HIST_SUM] += int(seconds * 1e6)
 
-    def upstream_response(self, peer_row: int, seconds: float) -> None:
-        block = self.block
-        block[peer_row + PEER_RESPONSES] += 1
-        block[peer_row + PEER_TIME_US] += int(seconds * 1e6)
+    def upstream_response(self, peer_row: int) -> None:
+        """A reply head came from the peer."""
+        self.block[peer_row + PEER_RESPONSES] += 1
+
+    def upstream_time(self, peer_row: int, seconds: float) -> None:
+        """The peer answered for `seconds`, once per reply head (upstream_response)."""
+        self.block[peer_row + PEER_TIME_US] += int(seconds * 1e6)
 
     def upstream_failure(self, peer_row: int, cause: str) -> None:
         self.block[peer_row + _CAUSE_INDEX.get(cause, _CAUSE_INDEX["reset"])] += 1
