@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.lifecycle import proxy_config
+from tests.support.lifecycle import get, proxy_config
 from tests.support.processes import free_port, wait_for
 from tests.test_browser_ws import CHROMIUM, CHROMIUM_ARGS, SCREENSHOT_ENV
 
@@ -84,7 +84,11 @@ def test_dashboard_follows_ttin_and_hup_without_a_page_reload(browser, start_pro
     wait_for(lambda: {pid for pid, _ in shown_workers(page)} == proxy.worker_pids(),
              timeout=WAIT_MS / 1000, message="the page to show the three workers")
 
-    pushed_by = page.locator("#served-by").text_content()
+    for _ in range(20):
+        assert get(proxy.port)[0] == 200
+    expect(page.locator("#by-status")).to_have_text("2xx 20", timeout=WAIT_MS)
+
+    pushed_by = page.locator("#served-by").get_attribute("data-pid")
     proxy.signal(signal.SIGHUP)
     proxy.wait_serving(2)
     expect(page.locator("#generation")).to_have_text("2", timeout=WAIT_MS)
@@ -97,7 +101,8 @@ def test_dashboard_follows_ttin_and_hup_without_a_page_reload(browser, start_pro
 
     seen = page.evaluate("window.indicatorTexts")  # still there: the page was not reloaded
     assert "reconnecting" in seen and seen[-1] == "live", seen
-    assert page.locator("#served-by").text_content() != pushed_by  # a gen 2 worker pushes now
+    pushing = int(page.locator("#served-by").get_attribute("data-pid"))
+    assert pushing != int(pushed_by) and pushing in proxy.worker_pids()  # a gen 2 worker
     assert not errors, errors
 
     screenshot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "dashboard.png")
