@@ -1,11 +1,18 @@
-"""The error log (stderr or a file), reopenable on USR1 for logrotate."""
+"""The error log (stderr or a file), reopenable on USR1 for logrotate.
+
+Each line names the process that wrote it: its pid, its role and the
+generation it serves, e.g. `[ERROR] 1234 worker gen 3: ...`. The role and
+generation are written into the format (`set_process`), not added per record
+by a filter: a worker sets them once after fork, the master at each hand-over.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 
-_FORMAT = "%(asctime)s [%(levelname)s] %(process)d %(name)s: %(message)s"
+_FORMAT = "%(asctime)s [%(levelname)s] %(process)d {role} gen {generation}: %(message)s"
+_DATE_FORMAT = "%Y/%m/%d %H:%M:%S"
 
 
 class _ReopenableHandler(logging.StreamHandler):
@@ -39,6 +46,21 @@ class _ReopenableHandler(logging.StreamHandler):
 
 
 _handler: _ReopenableHandler | None = None
+_process = ("master", 1)  # (role, generation): set_process
+
+
+def _formatter() -> logging.Formatter:
+    role, generation = _process
+    return logging.Formatter(_FORMAT.format(role=role, generation=generation), _DATE_FORMAT)
+
+
+def set_process(role: str, generation: int) -> None:
+    """Name this process in every line from now on: "master" or "worker", and the
+    generation it serves (the master's changes when a reload takes over)."""
+    global _process
+    _process = (role, generation)
+    if _handler is not None:
+        _handler.setFormatter(_formatter())
 
 
 def setup(error_log: str) -> None:
@@ -49,7 +71,7 @@ def setup(error_log: str) -> None:
         root.removeHandler(_handler)
         _handler.close_file()  # a reload must not leak the old log's descriptor
     _handler = _ReopenableHandler(error_log)
-    _handler.setFormatter(logging.Formatter(_FORMAT, "%Y/%m/%d %H:%M:%S"))
+    _handler.setFormatter(_formatter())
     root.addHandler(_handler)
     root.setLevel(logging.INFO)
 

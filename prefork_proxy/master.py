@@ -284,6 +284,7 @@ class Master:
             return
         if self.workers.ready_count(pending.number) >= pending.config.workers:
             old = generations.take_over()
+            logs.set_process("master", generations.current)  # its lines say what serves
             self._apply_config(pending.config)
             for worker in self.workers:
                 if worker.generation < generations.current:

@@ -132,7 +132,7 @@ def test_usr2_winch_quit_hands_over_under_load(start_proxy, upstream, tmp_path: 
     with Load(proxy.port) as load:
         proxy.signal(signal.SIGUSR2)
         new_master = wait_for(lambda: new_masters(proxy.pid), message="the new master")[0]
-        wait_for(lambda: f"{new_master} master: generation 1 is serving" in proxy.log(), 20,
+        wait_for(lambda: f"{new_master} master gen 1: generation 1 is serving" in proxy.log(), 20,
                  message="the new master to serve")
         assert int(pidfile.read_text()) == new_master
         assert int(oldbin.read_text()) == proxy.pid

@@ -44,6 +44,10 @@ CASES: dict[str, dict[str, object]] = {
     "absolute-form target": {"target": b"http://h/x?y", "path": b"/x", "query": b"y"},
     "a unix listener": {"remote_addr": b"unix:", "remote_port": b"", "server_port": b""},
     "a long header value": {"headers": [(b"X-Long", b"v" * 5000)]},
+    "our request id": {"request_id": b"0123456789abcdef0123456789abcdef"},
+    "our request id in place of the client's": {
+        "headers": [(b"X-A", b"1"), (b"x-request-id", b"forged"), (b"X-B", b"2")],
+        "request_id": b"0123456789abcdef0123456789abcdef"},
 }
 
 PARAMS = {

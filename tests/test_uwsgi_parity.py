@@ -115,9 +115,11 @@ def ports(tmp_path_factory):
             }}
             """
         config = root / "proxy.toml"
+        # nginx's uwsgi_params send no request id: neither does ours here.
         config.write_text(textwrap.dedent(f"""
             workers = 1
             access_log = "off"
+            request_id = false
             [[server]]
             listen = ["127.0.0.1:{proxy_port}"]
               [[server.location]]

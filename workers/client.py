@@ -36,7 +36,7 @@ class ClientConnection:
                  "send_timeout", "requests", "driver", "closed",
                  # for the access log and the metrics (workers/metrics.py)
                  "started", "location_row", "upstream_peer", "upstream_status",
-                 "upstream_time", "request_id")
+                 "upstream_time", "request_id", "forwarded_request_id", "keeps_request_id")
 
     def __init__(self, sock: Stream, address: object, site: Site,
                  server_port: bytes = b"") -> None:
@@ -63,7 +63,12 @@ class ClientConnection:
         self.upstream_peer: PeerState | None = None  # the peer that answered
         self.upstream_status = 0
         self.upstream_time = -1.0  # seconds, from the try's start to the reply's end
+        # workers/request_id.py: the request's id (None with request_id = false), the
+        # id sent upstream in place of the client's (None: the client's header passes),
+        # and whether this client's own id is kept ([status] trusted, asked once here).
         self.request_id: str | None = None
+        self.forwarded_request_id: bytes | None = None
+        self.keeps_request_id = site.trusted_ids.trusts(self.client_addr)
 
     def keep_alive_allowed(self, request: Request) -> bool:
         site = self.site

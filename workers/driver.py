@@ -43,7 +43,7 @@ import gevent
 from gevent import get_hub
 from gevent import socket as gsocket
 
-from workers import exchange, uwsgi
+from workers import exchange, request_id, uwsgi
 from workers.buffering import HeldOutput, wants_buffering
 from workers.errors import HttpError, UpstreamError, error_page
 from workers.headers import switching_protocols_head
@@ -304,6 +304,8 @@ class Driver:
         conn.upstream_peer = None
         conn.upstream_status = 0
         conn.upstream_time = -1.0
+        if self.site.request_ids:
+            request_id.assign(conn, request)
         try:
             exchange.check_request(request, location)
         except HttpError as exc:
@@ -413,7 +415,8 @@ class Driver:
         spool_size = self.spool.size if self.spool is not None else None
         if self.codec is exchange.HTTP_CODEC:
             self.head, self.body_mode = exchange.http_request_head(
-                request, location, self.conn.client_ip, spool_size)
+                request, location, self.conn.client_ip, spool_size,
+                self.conn.forwarded_request_id)
             return
         content_length = spool_size if spool_size is not None else request.content_length
         try:
@@ -795,7 +798,7 @@ class Driver:
                 and not self.reader.events and not request.has_body
                 and conn.keep_alive_allowed(request))
         conn.status = exc.status
-        page = error_page(exc.status, close=not keep)
+        page = error_page(exc.status, close=not keep, request_id=conn.request_id)
         conn.body_bytes = len(page) - page.index(b"\r\n\r\n") - 4  # nginx: the body only
         self.keep_alive = keep
         self.reply = None

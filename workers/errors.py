@@ -6,6 +6,7 @@ into a short response and a log line, and never has to guess the status.
 
 from __future__ import annotations
 
+import html
 from http import HTTPStatus
 
 # The one table of reason phrases: the standard library's, with RFC 9110 §15's names
@@ -49,12 +50,16 @@ class UpstreamError(HttpError):
         self.logged = False  # its error-log line is written (once per failure)
 
 
-def error_page(status: int, *, close: bool) -> bytes:
-    """A short, complete HTML response for `status`, as nginx sends."""
+def error_page(status: int, *, close: bool, request_id: str | None = None) -> bytes:
+    """A short, complete HTML response for `status`, as nginx sends; it names the
+    request's id, never the cause (the cause goes to the error log, with that id)."""
     title = f"{status} {REASONS.get(status, 'Error')}"
-    body = f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>\n"
+    # A trusted client's own id is the client's text: escaped (workers/request_id.py).
+    named = f"<p>request id {html.escape(request_id)}</p>" if request_id else ""
+    body = (f"<html><head><title>{title}</title></head><body><h1>{title}</h1>{named}"
+            "</body></html>\n")
     head = (
         f"HTTP/1.1 {title}\r\nContent-Type: text/html\r\n"
         f"Content-Length: {len(body)}\r\n{'Connection: close' if close else ''}"
     )
-    return (head.rstrip() + "\r\n\r\n" + body).encode()
+    return (head.rstrip() + "\r\n\r\n" + body).encode("latin-1")  # the id was latin-1

@@ -32,6 +32,8 @@ HOP_BY_HOP = frozenset({
 FORWARDED = frozenset({b"x-forwarded-for", b"x-real-ip", b"x-forwarded-proto",
                        b"x-forwarded-host"})
 _DROP_FROM_REQUEST = HOP_BY_HOP | FORWARDED
+# With request ids on, ours replaces the client's (workers/request_id.py).
+_DROP_WITH_REQUEST_ID = _DROP_FROM_REQUEST | {b"x-request-id"}
 
 _TCHAR = abnf.TCHAR
 # A tchar other than '_' (RFC 9110 §5.6.2 with nginx's underscores_in_headers off).
@@ -61,10 +63,15 @@ _NOT_RELAYED_LINE = _line_of(_NOT_RELAYED)
 # Towards the upstream, also a name with an underscore: nginx's
 # `underscores_in_headers off` (most WSGI stacks read X_Forwarded_For as
 # X-Forwarded-For). The first class has no '_', so the expression cannot backtrack.
-_NOT_FORWARDED_LINE = re.compile(
-    abnf.CRLF + b"(?:" + b"|".join(re.escape(name) for name in sorted(_DROP_FROM_REQUEST))
-    + b"|proxy" + _TCHAR + b"*|" + _TCHAR_NOT_UNDERSCORE + b"*_" + _TCHAR + rb"*):[^\r]*",
-    re.IGNORECASE)
+def _not_forwarded_line(names: frozenset[bytes]) -> re.Pattern[bytes]:
+    return re.compile(
+        abnf.CRLF + b"(?:" + b"|".join(re.escape(name) for name in sorted(names))
+        + b"|proxy" + _TCHAR + b"*|" + _TCHAR_NOT_UNDERSCORE + b"*_" + _TCHAR + rb"*):[^\r]*",
+        re.IGNORECASE)
+
+
+_NOT_FORWARDED_LINE = _not_forwarded_line(_DROP_FROM_REQUEST)
+_NOT_FORWARDED_OR_ID_LINE = _not_forwarded_line(_DROP_WITH_REQUEST_ID)
 
 
 # Connection tokens that name no header to drop (RFC 9112 §9.3, §9.6).
@@ -109,23 +116,27 @@ def upstream_request_head(
     framing: bytes,
     upgrade: bytes | None = None,
     tokens: frozenset[bytes] | None = None,
+    request_id: bytes | None = None,
 ) -> bytes:
     """The request head sent upstream: HTTP/1.1, end-to-end headers only, then the
-    X-Forwarded-* set, the framing line(s) and, for a WebSocket, Upgrade/Connection.
+    X-Forwarded-* set, X-Request-Id, the framing line(s) and, for a WebSocket,
+    Upgrade/Connection.
 
     `framing` is b"" (no body), b"Content-Length: N\\r\\n" or
     b"Transfer-Encoding: chunked\\r\\n". `tokens` are the Connection tokens if the
-    caller already has them.
+    caller already has them. `request_id`, when given, replaces any X-Request-Id
+    of the client's (None: the client's, if any, passes as any header).
     """
     if tokens is None:
         tokens = connection_tokens(headers)
     if not tokens.isdisjoint(ESSENTIAL):
         tokens = tokens - ESSENTIAL
+    drop = _DROP_FROM_REQUEST if request_id is None else _DROP_WITH_REQUEST_ID
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
     forwarded_for = []
     for name, value in headers:
         lower = name.lower()
-        if (lower in _DROP_FROM_REQUEST or lower in tokens or lower.startswith(b"proxy")
+        if (lower in drop or lower in tokens or lower.startswith(b"proxy")
                 or b"_" in lower):
             if lower == b"x-forwarded-for":
                 forwarded_for.append(value)
@@ -137,6 +148,8 @@ def upstream_request_head(
             b"\r\nX-Forwarded-Proto: ", scheme, b"\r\n")
     if host:
         out += (b"X-Forwarded-Host: ", host, b"\r\n")
+    if request_id is not None:
+        out += (b"X-Request-Id: ", request_id, b"\r\n")
     if upgrade is not None:
         out += (b"Upgrade: ", upgrade, b"\r\nConnection: upgrade\r\n")
     out += (framing, b"\r\n")
@@ -145,13 +158,17 @@ def upstream_request_head(
 
 def upstream_request_head_from_lines(method: bytes, target: bytes, lines: bytes, *,
                                      client_ip: bytes, scheme: bytes, host: bytes,
-                                     framing: bytes) -> bytes:
+                                     framing: bytes, request_id: bytes | None = None) -> bytes:
     """upstream_request_head for a request whose client sent no X-Forwarded-For,
     whose Connection names no other header and which is no WebSocket upgrade."""
+    if request_id is None:
+        kept, id_line = _NOT_FORWARDED_LINE.sub(b"", lines), b""
+    else:
+        kept = _NOT_FORWARDED_OR_ID_LINE.sub(b"", lines)
+        id_line = b"X-Request-Id: " + request_id + b"\r\n"
     return (b"%s %s HTTP/1.1%sX-Forwarded-For: %s\r\nX-Real-IP: %s\r\n"
-            b"X-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s\r\n%s\r\n") % (
-        method, target, _NOT_FORWARDED_LINE.sub(b"", lines), client_ip, client_ip, scheme,
-        host, framing)
+            b"X-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s\r\n%s%s\r\n") % (
+        method, target, kept, client_ip, client_ip, scheme, host, id_line, framing)
 
 
 def client_response_head_from_lines(status: int, reason: bytes, lines: bytes, *,

@@ -35,7 +35,8 @@ def request_packet(conn: ClientConnection, request: Request, content_length: int
     """The request's uwsgi packet (the vars block and its header), for `location`.
 
     Encoded whole for every request: nothing is kept from a head seen before (the
-    var names' encodings are cached, bounded in bytes: uwsgi_packet.py).
+    var names' encodings are cached, bounded in bytes: uwsgi_packet.py). Our
+    request id, if any, is HTTP_X_REQUEST_ID (workers/request_id.py).
     A unix listener has no ports: nginx sends "" for both."""
     return encode_request_packet(
         method=request.method,
@@ -52,6 +53,7 @@ def request_packet(conn: ClientConnection, request: Request, content_length: int
         params=params,
         modifier1=location.uwsgi_modifier1,
         modifier2=location.uwsgi_modifier2,
+        request_id=conn.forwarded_request_id,
     )
 
 

@@ -131,6 +131,8 @@ class UwsgiParams:
 
 
 NO_PARAMS = UwsgiParams()
+# The request id's var, as the header X-Request-Id would make it.
+_REQUEST_ID_VAR = b"HTTP_X_REQUEST_ID"
 
 
 def _header_var(name: bytes) -> bytes | None:
@@ -185,14 +187,17 @@ def build_vars(
     scheme: bytes = b"http",
     https: bool = False,
     params: UwsgiParams = NO_PARAMS,
+    request_id: bytes | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """The vars of one request, in nginx's `uwsgi_params` order, then `HTTP_*`.
 
     `version` is the protocol version as received ("1.1"); `headers` are the
     client's (name, value) pairs in order; `content_length` is the length of
     the body that will follow the packet (the de-chunked length for a
-    chunked body, None for no body). Raises `BadRequestPath` (400) when the
-    path cannot be decoded as nginx's `$document_uri`.
+    chunked body, None for no body). `request_id` is our X-Request-Id: it
+    replaces the client's HTTP_X_REQUEST_ID (a `uwsgi_param` of that name wins).
+    Raises `BadRequestPath` (400) when the path cannot be decoded as nginx's
+    `$document_uri`.
     """
     path, query = _without_fragment(path, query)
     content_type = b""
@@ -244,6 +249,8 @@ def build_vars(
             joined[var] = value
         else:
             joined[var] = previous + (b"; " if var == b"HTTP_COOKIE" else b", ") + value
+    if request_id is not None and _REQUEST_ID_VAR not in skip:
+        joined[_REQUEST_ID_VAR] = request_id  # in the client's place, or last
     result.extend(joined.items())
     return result
 
@@ -294,6 +301,7 @@ _SHARED_TEMPLATE = b"".join(
     _key(name) + {b"DOCUMENT_ROOT": _pack_u16(0),
                   b"REQUEST_SCHEME": _pack_u16(4) + b"http"}.get(name, b"%b%b")
     for name in STANDARD_VARS[6:] if name != b"HTTPS")
+_REQUEST_ID_KEY = _key(_REQUEST_ID_VAR)
 # Client header name -> `u16 len, HTTP_NAME` (b"" for a name nginx ignores).
 _HEADER_KEYS = NameCache()
 # The u16 of every length under 4 KiB: an index instead of a pack() call per var.
@@ -303,12 +311,12 @@ _SHORT_U16 = tuple(_pack_u16(length) for length in range(4096))
 def _in_two_steps(request: tuple, params: UwsgiParams, modifier1: int, modifier2: int) -> bytes:
     """encode_packet(build_vars(...)) for encode_request_packet's fields, in its order."""
     (method, target, path, query, version, headers, remote_addr, remote_port, server_port,
-     server_name, content_length) = request
+     server_name, content_length, request_id) = request
     return encode_packet(build_vars(
         method=method, target=target, path=path, query=query, version=version, headers=headers,
         remote_addr=remote_addr, remote_port=remote_port, server_port=server_port,
-        server_name=server_name, content_length=content_length, params=params),
-        modifier1, modifier2)
+        server_name=server_name, content_length=content_length, params=params,
+        request_id=request_id), modifier1, modifier2)
 
 
 def encode_request_packet(
@@ -327,15 +335,16 @@ def encode_request_packet(
     params: UwsgiParams = NO_PARAMS,
     modifier1: int = 0,
     modifier2: int = 0,
+    request_id: bytes | None = None,
 ) -> bytes:
     """`encode_packet(build_vars(...))` in one pass: the same bytes, for a plain-HTTP
     request. With `uwsgi_param`s set it takes the two steps."""
     request = (method, target, path, query, version, headers, remote_addr, remote_port,
-               server_port, server_name, content_length)
+               server_port, server_name, content_length, request_id)
     packet = None
     if params.empty:
         shared = shared_vars(version, headers, remote_addr, remote_port, server_port,
-                             server_name)
+                             server_name, request_id)
         if shared is not None:
             packet = packet_with(shared, method, target, path, query, content_length,
                                  modifier1, modifier2)
@@ -351,7 +360,8 @@ SharedVars = tuple[bytes, bytes]
 
 
 def shared_vars(version: str, headers: Sequence[tuple[bytes, bytes]], remote_addr: bytes,
-                remote_port: bytes, server_port: bytes, server_name: bytes) -> SharedVars | None:
+                remote_port: bytes, server_port: bytes, server_name: bytes,
+                request_id: bytes | None = None) -> SharedVars | None:
     """The part of a packet (no `uwsgi_param`s) that the requests of one client
     connection share while their header lines repeat: the header vars, CONTENT_TYPE,
     SERVER_NAME (from Host) and the connection's own. None if a value is 4 KiB or more.
@@ -378,6 +388,8 @@ def shared_vars(version: str, headers: Sequence[tuple[bytes, bytes]], remote_add
             joined[key] = value
         else:  # build_vars: "; " for Cookie, ", " for the rest
             joined[key] = previous + (b"; " if key[2:] == b"HTTP_COOKIE" else b", ") + value
+    if request_id is not None:  # build_vars: ours replaces the client's
+        joined[_REQUEST_ID_KEY] = request_id
     if content_type is None:
         content_type = b""
     protocol = _PROTOCOLS.get(version) or b"HTTP/" + version.encode("ascii")

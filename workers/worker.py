@@ -38,6 +38,7 @@ from workers.driver import DRAIN_IDLE_TIMEOUT
 from workers.errors import error_page
 from workers.http1 import Request
 from workers.metrics import recorder
+from workers.request_id import TrustedClients
 from workers.routing import Router
 from workers.stats import stats
 from workers.status_server import StatusServer
@@ -77,12 +78,15 @@ class Site:
     and its server's client limits (config.ClientLimits)."""
 
     __slots__ = ("router", "worker", "access_log", "header_timeout", "body_timeout",
-                 "send_timeout", "keepalive_timeout", "keepalive_requests")
+                 "send_timeout", "keepalive_timeout", "keepalive_requests", "request_ids",
+                 "trusted_ids")
 
     def __init__(self, server: Server, worker: Worker) -> None:
         self.router = Router(server.locations)
         self.worker = worker
         self.access_log = worker.access_log
+        self.request_ids = worker.config.request_id  # workers/request_id.py
+        self.trusted_ids = worker.trusted_ids
         limits = server.client
         self.header_timeout = limits.client_header_timeout
         self.body_timeout = limits.client_body_timeout
@@ -94,17 +98,24 @@ class Site:
 
     def log_request(self, conn: ClientConnection, request: Request | None) -> None:
         """The one accounting point of a request: its metrics, and its log line."""
-        recorder.request(conn.location_row, conn.status, _monotonic() - conn.started)
+        request_time = _monotonic() - conn.started
+        recorder.request(conn.location_row, conn.status, request_time)
         conn.location_row = LOC_BASE  # a next request refused before routing has none
         access_log = self.access_log
-        if not access_log.enabled:
-            return
-        if request is None:
-            line, referer, agent = b"-", None, None
-        else:
-            line = b"%s %s HTTP/%s" % (request.method, request.target, request.version.encode())
-            referer, agent = request.header(b"referer"), request.header(b"user-agent")
-        access_log.write(conn.client_addr, line, conn.status, conn.body_bytes, referer, agent)
+        if access_log.enabled:
+            if access_log.json:
+                access_log.write_json(conn, request, request_time)
+            else:
+                if request is None:
+                    line, referer, agent = b"-", None, None
+                else:
+                    line = b"%s %s HTTP/%s" % (request.method, request.target,
+                                               request.version.encode())
+                    referer = request.header(b"referer")
+                    agent = request.header(b"user-agent")
+                access_log.write(conn.client_addr, line, conn.status, conn.body_bytes, referer,
+                                 agent)
+        conn.request_id = None  # a next request answered before Driver._begin has none
 
 
 class IdleConnections(dict):
@@ -131,7 +142,8 @@ class Worker:
         self.spare_fd = _open_spare()
         self.refused_at = 0.0  # when an EMFILE was last logged
         self.stopped = gevent.event.Event()
-        self.access_log = AccessLog(config.access_log)
+        self.access_log = AccessLog(config.access_log, config.access_log_format)
+        self.trusted_ids = TrustedClients(config.status.trusted)
         # The open client connections (accepted in callbacks: workers/acceptor.py),
         # at most worker_connections (0: no limit); and the tunnels' greenlets.
         self.connections: set[ClientConnection] = set()
@@ -422,5 +434,6 @@ def run_worker(config: Config, sockets: dict[str, socket.socket], scoreboard: Sc
                slot: int, number: int, generation: int,
                blocked: Iterable[signal.Signals] = ()) -> int:
     """The worker's whole life; returns its exit status (raises BootError)."""
+    logs.set_process("worker", generation)
     setproctitle(f"prefork-proxy: worker {number} [gen {generation}]")
     return Worker(config, sockets, scoreboard, slot).run(blocked)
