@@ -58,6 +58,19 @@ HOSTILE = {
     "304-body": (b"GET", b"HTTP/1.1 304 Not Modified\r\n\r\n" + POISON),
 }
 
+# The extras come in a later send, 50 ms after the reply: no peek can see them when
+# the reply ends, and the second request is on its way before they come. The
+# kernel can split one write the same way, at a page boundary that ends the reply.
+LATE = {
+    # The reply ends exactly where the driver's reads end (8 KiB, then 64 KiB), so
+    # the last read was full: the connection is not pooled. The second request is
+    # sent once the first answer is in, well before the extras.
+    "late-at-72k": ([_ending_at(8192 + 65536), 0.05, POISON], False),
+    # Pipelined: the second request comes in the loop iteration that released the
+    # connection, which may not take it again.
+    "late-exact": ([_length_reply(b"hello", b""), 0.05, POISON], True),
+}
+
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[ScriptedHttp]:
@@ -70,7 +83,12 @@ def upstream() -> Iterator[ScriptedHttp]:
 def proxy(upstream: ScriptedHttp,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     directory = tmp_path_factory.mktemp("pooling")
-    with running_proxy(directory, f"""
+    with running_proxy(directory, _proxy_config(upstream)) as running:
+        yield running
+
+
+def _proxy_config(upstream: ScriptedHttp) -> str:
+    return f"""
 workers = 1
 access_log = "off"
 [upstream.hostile]
@@ -80,8 +98,7 @@ listen = ["127.0.0.1:{{port}}"]
   [[server.location]]
   path = "/"
   proxy_pass = "http://hostile"
-""") as running:
-        yield running
+"""
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +116,26 @@ def test_a_reply_with_bytes_past_its_framing_is_never_reused(
         second = wire.response()
     assert second.body == b"honest /after", second.body[:200]
 
+
+@pytest.mark.parametrize("name", sorted(LATE))
+def test_bytes_past_a_reply_that_come_late_reach_no_client(name: str, tmp_path) -> None:
+    # A proxy of its own: a connection that takes late extras back into the pool
+    # would hand them to whichever request takes it before they come.
+    steps, pipelined = LATE[name]
+    late = ScriptedHttp({b"/" + name.encode(): steps})
+    try:
+        with running_proxy(tmp_path, _proxy_config(late)) as proxy, Wire(proxy.port) as wire:
+            if pipelined:
+                wire.send(request("GET", f"/{name}") + request("GET", "/after"))
+                wire.response()
+            else:
+                wire.send(request("GET", f"/{name}"))
+                wire.response()
+                wire.send(request("GET", "/after"))
+            second = wire.response()
+        assert second.body == b"honest /after", second.body[:200]
+    finally:
+        late.close()
 
 def test_a_reply_that_ends_exactly_is_reused(proxy_port: int, upstream: ScriptedHttp) -> None:
     """The rule keeps honest connections: three exact replies, one upstream connection."""

@@ -12,6 +12,14 @@ connection is also peeked at (one MSG_PEEK recv) when it is released and when
 it is taken. Bytes waiting past a reply's framing close it there, and are
 logged once (DESIGN.md's pooling rule: a byte of one client's exchange must
 never reach another client).
+
+Nor is a peek at once enough: the kernel may split one send of the upstream's
+at a page boundary that is exactly the end of its reply, so the bytes it sent
+past the reply can come a few microseconds after the reply's last byte
+(bench/mixing.py saw it: 6 wrong answers in 166,000). So a released connection
+is not taken again in the loop iteration that released it: the next
+iteration's poll has seen such bytes by then, and its watcher or the peek on
+take closes the connection.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ import socket
 import time
 from collections import deque
 
+from gevent import get_hub
+
 from prefork_proxy.config import Upstream
 from workers.balancing import Balancer
 from workers.metrics import recorder
@@ -31,10 +41,11 @@ log = logging.getLogger("worker")
 
 
 class UpstreamConnection:
-    __slots__ = ("sock", "peer_index", "uses", "idle_since")
+    __slots__ = ("sock", "peer_index", "uses", "idle_since", "released_in")
 
     def __init__(self, sock: Stream, peer_index: int) -> None:
         self.sock, self.peer_index, self.uses, self.idle_since = sock, peer_index, 0, 0.0
+        self.released_in = -1  # the loop iteration that last put it in the pool
 
     @property
     def reused(self) -> bool:
@@ -49,6 +60,7 @@ class UpstreamPool:
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         self.balancer = Balancer(upstream)
+        self.loop = get_hub().loop
         for state in self.balancer.peers:  # its row in this worker's metrics block
             state.metric = recorder.peer_row(upstream.name, str(state.peer.address))
         # Where a failure with no peer to blame is counted ("no live upstreams").
@@ -72,6 +84,7 @@ class UpstreamPool:
             connection.close()
             return
         connection.idle_since = time.monotonic()
+        connection.released_in = self.loop.iteration
         stream = connection.sock
         stream.idle_handler = self._on_idle_readable
         if not stream.read_event.active:
@@ -86,10 +99,11 @@ class UpstreamPool:
         if not idle:
             return None
         limit = time.monotonic() - self.upstream.keepalive_timeout
+        iteration = self.loop.iteration
         for position in range(len(idle) - 1, -1, -1):
             connection = idle[position]
-            if connection.peer_index != peer_index:
-                continue
+            if connection.peer_index != peer_index or connection.released_in == iteration:
+                continue  # (released in this iteration: see the module docstring)
             del idle[position]
             connection.sock.idle_handler = None
             if connection.idle_since < limit:
