@@ -215,3 +215,22 @@ def test_a_reply_whose_client_left_after_the_head_counts_for_its_peer(start_prox
         assert total(metrics(status_port), REQUESTS, status="2xx") == 1
     finally:
         upstream.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_hung_worker_and_one_over_its_rss_limit_are_counted_by_reason(start_proxy, upstream):
+    status_port = free_port()
+    proxy = start_proxy(status_config(upstream.address, status_port, workers=1,
+                                      top='worker_timeout = "2s"'))
+    wait_for(lambda: len(status_json(status_port)["workers"]) == 1, message="the worker")
+    hung = next(iter(proxy.worker_pids()))
+    os.kill(hung, signal.SIGSTOP)  # no heartbeat from now on: the master kills it
+    wait_for(lambda: value(metrics(status_port), "prefork_proxy_worker_restarts_total",
+                           reason="heartbeat") == 1, timeout=20, message="the hung worker")
+    assert value(metrics(status_port), "prefork_proxy_worker_restarts_total", reason="crash") == 0
+
+    status_port = free_port()
+    proxy = start_proxy(status_config(upstream.address, status_port, workers=1,
+                                      top='max_worker_rss = "1m"'), name="rss")
+    wait_for(lambda: value(metrics(status_port), "prefork_proxy_worker_restarts_total",
+                           reason="rss") >= 1, timeout=30, message="a worker over 1 MiB")

@@ -54,8 +54,9 @@ class StatusServer:
         self.scoreboard = scoreboard
         self.master_pid = os.getppid()
         self.sockets = gevent.pool.Group()  # the open /ws pushes
+        self.handlers = gevent.pool.Pool()  # every connection being answered
         self.server = WSGIServer(sock, self.app, handler_class=WebSocketHandler,
-                                 log=None, error_log=_ErrorLog())
+                                 spawn=self.handlers, log=None, error_log=_ErrorLog())
 
     def start(self) -> None:
         self.server.start()
@@ -64,6 +65,11 @@ class StatusServer:
         """Stop accepting (a drain) and end the pushes: the page reconnects elsewhere."""
         self.server.close()
         self.sockets.kill(block=False)
+
+    def finish(self, timeout: float) -> None:
+        """Wait (a drain) for the answers under way: a scrape this worker accepted
+        must not be cut off by its exit."""
+        self.handlers.join(timeout=timeout)
 
     def allowed(self, address: str) -> bool:
         if self.unix:

@@ -61,6 +61,8 @@ MAX_CLOSED_TO_MAKE_ROOM = 32
 ACCEPT_SLACK = 2
 # What a connection accepted with the spare descriptor gets (EMFILE: see Listener).
 OUT_OF_DESCRIPTORS = error_page(503, close=True)
+# A draining worker waits this long at most for the status answers it accepted.
+STATUS_FINISH_TIMEOUT = 5.0
 # Signals a worker handles (DESIGN.md, Signals: QUIT drains, TERM/INT stop, USR1 reopens).
 _WORKER_SIGNALS = frozenset({signal.SIGQUIT, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1})
 
@@ -333,6 +335,8 @@ class Worker:
     def _finish_drain(self) -> None:
         if self.connections:
             self.all_closed.wait()
+        if self.status_server is not None:
+            self.status_server.finish(STATUS_FINISH_TIMEOUT)
         self.stopped.set()
 
     def stop_now(self) -> None:
