@@ -25,13 +25,17 @@ def _send(port: int, count: int, clients: int = 8, path: str = "/echo") -> None:
 
     def client(share: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        for _ in range(share):
-            conn.request("GET", path)
-            reply = conn.getresponse()
-            reply.read()
-            if reply.status != 200:
-                failures.append(str(reply.status))
-        conn.close()
+        try:
+            for _ in range(share):
+                conn.request("GET", path)
+                reply = conn.getresponse()
+                reply.read()
+                if reply.status != 200:
+                    failures.append(str(reply.status))
+        except (OSError, http.client.HTTPException) as exc:  # counted, not lost in the thread
+            failures.append(repr(exc))
+        finally:
+            conn.close()
 
     shares = [count // clients + (1 if i < count % clients else 0) for i in range(clients)]
     threads = [threading.Thread(target=client, args=(share,)) for share in shares]
