@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest processes for `make test` (tests/ use ephemeral ports and their own
+# temporary directories, so any number can run side by side).
+TEST_PROCESSES ?= 2
 
 .PHONY: demo test bench lint clean system-packages
 
@@ -21,7 +24,7 @@ demo: $(STAMP)
 
 test: system-packages $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 bench: system-packages $(STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
