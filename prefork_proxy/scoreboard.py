@@ -34,6 +34,7 @@ _CONNECTIONS_OFFSET = _COUNTERS_OFFSET + 8  # the `connections` gauge, written l
 _MASTER_FIELDS_OFFSET = _COUNTERS_OFFSET + _COUNTERS.size
 _MASTER_FIELDS = struct.Struct("<Qd")
 _GAUGES = ("connections", "tunnels")
+_PID = struct.Struct("<q")
 COUNTER_NAMES = ("requests", "connections", "tunnels", "bytes_in", "bytes_out", "upstream_errors")
 
 
@@ -124,7 +125,8 @@ class Scoreboard:
         return Slot(index, *_LAYOUT.unpack_from(self.memory, index * SLOT_SIZE))
 
     def live_slots(self) -> list[Slot]:
-        return [slot for i in range(1, self.size) if (slot := self.read(i)).pid]
+        memory, pid = self.memory, _PID.unpack_from  # the pid alone first: most are free
+        return [self.read(i) for i in range(1, self.size) if pid(memory, i * SLOT_SIZE)[0]]
 
     def totals(self) -> dict[str, int]:
         """Counters summed over live workers and the retired slot."""
