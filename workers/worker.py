@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable
 from itertools import islice
 from time import monotonic as _monotonic
+from typing import TYPE_CHECKING
 
 import gevent
 import gevent.event
@@ -41,8 +42,10 @@ from workers.metrics import recorder
 from workers.request_id import TrustedClients
 from workers.routing import Router
 from workers.stats import stats
-from workers.status_server import StatusServer
 from workers.stream import sweep_timeouts
+
+if TYPE_CHECKING:
+    from workers.status_server import StatusServer
 
 log = logging.getLogger("worker")
 HEARTBEAT_INTERVAL = 1.0
@@ -155,7 +158,7 @@ class Worker:
         self.tunnels = gevent.pool.Group()
         self.siblings: list[int] = []  # their scoreboard slots (_find_siblings)
         self.servers: list[Listener] = []
-        self.status_server: StatusServer | None = None  # [status] listen
+        self.status_server: StatusServer | None = None  # [status] listen (lazy import)
         recorder.bind(scoreboard.metrics, slot, config)
 
     def run(self, blocked: Iterable[signal.Signals] = ()) -> int:
@@ -170,6 +173,10 @@ class Worker:
                 self.servers.append(self._serve(self.sockets[listen.key], site))
         status_key = self.config.status.key
         if status_key is not None:
+            # Imported only here: pywsgi and gevent-websocket add about 7 MiB to a
+            # worker's RSS, which a worker without [status] listen need not carry.
+            from workers.status_server import StatusServer
+
             self.status_server = StatusServer(self.sockets[status_key], self.config.status,
                                               self.scoreboard)
             self.status_server.start()
