@@ -5,9 +5,11 @@ on with a scraper reading /metrics every second, in one run.
 upstreams (bench/upstreams.py) and two prefork-proxy masters configured alike
 but for `[status]`, then runs wrk on the real-traffic routes against each in
 turn (interleaved, rotated), and prints the median requests/s of both and
-their ratio. The counters are written by every request either way; what the
-listener adds is the scrape: a snapshot of the shared memory rendered as
-Prometheus text once a second, by whichever worker accepts it. Loopback only;
+their ratio, and the workers' CPU time per request (user + system, read with
+psutil around each run: on this shared machine the steadier figure). The
+counters are written by every request either way; what the listener adds is
+the scrape: a snapshot of the shared memory rendered as Prometheus text once
+a second, by whichever worker accepts it. Loopback only;
 every run is bounded by --seconds.
 """
 
@@ -19,6 +21,8 @@ import tempfile
 import threading
 import urllib.request
 from pathlib import Path
+
+import psutil
 
 from bench import procs, wrk
 from bench.proxies import PreforkProxy
@@ -36,6 +40,10 @@ class PreforkProxyWithStatus(PreforkProxy):
 
     def extra_config(self) -> str:
         return f'[status]\nlisten = "127.0.0.1:{self.status_port}"\n'
+
+
+def _workers_cpu(master_pid: int) -> float:
+    return sum(sum(child.cpu_times()[:2]) for child in psutil.Process(master_pid).children())
 
 
 class Scraper:
@@ -76,11 +84,13 @@ def main() -> int:
     try:
         endpoints = {off: off.start(2, upstreams), on: on.start(2, upstreams)}
         rates: dict[tuple[str, str], list[float]] = {}
+        cpu: dict[tuple[str, str], list[float]] = {}
         scrapes = 0
         for run in range(args.runs):
             for name, route, headers in ROUTES:
                 for proxy in ((off, on) if run % 2 == 0 else (on, off)):
                     url = getattr(endpoints[proxy], route)
+                    before = _workers_cpu(proxy.pid)
                     if proxy is on:
                         with Scraper(on.status_port) as scraper:
                             result = wrk.run(url, args.seconds, 2, 64, logs, headers)
@@ -88,15 +98,20 @@ def main() -> int:
                     else:
                         result = wrk.run(url, args.seconds, 2, 64, logs, headers)
                     assert result.failed == 0, result
+                    spent = _workers_cpu(proxy.pid) - before
                     rates.setdefault((name, proxy.name), []).append(result.requests_per_second)
+                    cpu.setdefault((name, proxy.name), []).append(
+                        1e6 * spent / max(result.requests, 1))
         print(f"{args.runs} runs of {args.seconds:g} s, interleaved; {scrapes} scrapes of "
               f"/metrics during the 'on' runs")
         for name, _, _ in ROUTES:
             off_rate = statistics.median(rates[(name, off.name)])
             on_rate = statistics.median(rates[(name, on.name)])
+            off_cpu = statistics.median(cpu[(name, off.name)])
+            on_cpu = statistics.median(cpu[(name, on.name)])
             print(f"{name}: off {off_rate:,.0f} req/s, on + scraper {on_rate:,.0f} req/s, "
-                  f"ratio {on_rate / off_rate:.3f} (runs off {rates[(name, off.name)]}, "
-                  f"on {rates[(name, on.name)]})")
+                  f"ratio {on_rate / off_rate:.3f}; worker CPU per request off "
+                  f"{off_cpu:.1f} µs, on {on_cpu:.1f} µs ({on_cpu / off_cpu - 1:+.1%})")
     finally:
         on.stop()
         off.stop()
