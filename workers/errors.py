@@ -6,7 +6,6 @@ into a short response and a log line, and never has to guess the status.
 
 from __future__ import annotations
 
-import html
 from http import HTTPStatus
 
 # The one table of reason phrases: the standard library's, with RFC 9110 §15's names
@@ -50,12 +49,18 @@ class UpstreamError(HttpError):
         self.logged = False  # its error-log line is written (once per failure)
 
 
+# html.escape's table, without the html package (html.entities costs a worker
+# about 0.3 MiB): a trusted client's own request id is its own text.
+_HTML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;",
+                               "'": "&#x27;"})
+
+
 def error_page(status: int, *, close: bool, request_id: str | None = None) -> bytes:
     """A short, complete HTML response for `status`, as nginx sends; it names the
     request's id, never the cause (the cause goes to the error log, with that id)."""
     title = f"{status} {REASONS.get(status, 'Error')}"
     # A trusted client's own id is the client's text: escaped (workers/request_id.py).
-    named = f"<p>request id {html.escape(request_id)}</p>" if request_id else ""
+    named = f"<p>request id {request_id.translate(_HTML_ESCAPES)}</p>" if request_id else ""
     body = (f"<html><head><title>{title}</title></head><body><h1>{title}</h1>{named}"
             "</body></html>\n")
     head = (
