@@ -124,9 +124,10 @@ def proxy_config(
     """nginx as a careful operator configures it for the same routes.
 
     /real/ and /pool/ (the real-traffic scenarios) send what prefork-proxy sends by
-    default: X-Forwarded-For appended, X-Real-IP, X-Forwarded-Proto and
-    X-Forwarded-Host set, Host passed through; /pool/ balances round robin over
-    three servers.
+    default: X-Forwarded-For appended, X-Real-IP, X-Forwarded-Proto,
+    X-Forwarded-Host and X-Request-Id set, Host passed through; /pool/ balances
+    round robin over three servers. The uwsgi locations send HTTP_X_REQUEST_ID,
+    as prefork-proxy's request_id does.
     """
     params = prefix / "uwsgi_params"
     if UWSGI_PARAMS.exists():
@@ -166,6 +167,7 @@ http {{
         }}
         location /uwsgi/ {{
             include {params};
+            uwsgi_param HTTP_X_REQUEST_ID $request_id;  # prefork-proxy's request_id
             uwsgi_pass 127.0.0.1:{uwsgi_port};
         }}
         location /real/ {{
@@ -186,6 +188,7 @@ FORWARDED = """\
             proxy_set_header X-Real-IP $remote_addr;
             proxy_set_header X-Forwarded-Proto $scheme;
             proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header X-Request-Id $request_id;
 """
 
 
@@ -207,6 +210,7 @@ def _uwsgi_one_location(params: Path, port: int | None) -> str:
     if port is None:
         return ""
     return (f"        location /uwsgi1/ {{\n            include {params};\n"
+            "            uwsgi_param HTTP_X_REQUEST_ID $request_id;\n"
             f"            uwsgi_pass 127.0.0.1:{port};\n        }}\n")
 
 
