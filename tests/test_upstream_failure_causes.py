@@ -5,46 +5,16 @@ client's error page names no internals."""
 from __future__ import annotations
 
 import socket
-import struct
-import threading
 
 import pytest
 
 from tests.support.processes import free_port, wait_for
 from tests.support.raw_http import Reply, exchange
-from tests.support.scripted_http import ScriptedHttp
+from tests.support.scripted_http import RESET, ScriptedHttp
 from tests.support.status import metrics, status_config, value
 from tests.support.uwsgi_server import uwsgi_servers
 
 FAILURES = "prefork_proxy_upstream_failures_total"
-
-
-class _ResettingUpstream:
-    """Accepts, reads a request head, then resets the connection (SO_LINGER 0)."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            data = b""
-            while b"\r\n\r\n" not in data:
-                more = conn.recv(65536)
-                if not more:
-                    break
-                data += more
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            conn.close()
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 class _FullBacklog:
@@ -127,11 +97,11 @@ def test_connect_timeout(start_proxy):
 
 @pytest.mark.timeout(60)
 def test_reset_before_any_reply_byte(start_proxy):
-    upstream = _ResettingUpstream()
+    upstream = ScriptedHttp({b"/x": [RESET]})
     try:
-        proxy, status_port, reply = _provoke(start_proxy, f"127.0.0.1:{upstream.port}")
+        proxy, status_port, reply = _provoke(start_proxy, upstream.address)
         assert _status_of(reply) == 502
-        line = _check(proxy, status_port, f"upstream 127.0.0.1:{upstream.port}", "reset",
+        line = _check(proxy, status_port, f"upstream {upstream.address}", "reset",
                       "reading the reply failed before any byte of it")
         assert "Connection reset by peer" in line
     finally:

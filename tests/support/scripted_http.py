@@ -5,16 +5,19 @@ reply's framing, odd heads): `ScriptedHttp({b"/path": reply_bytes, ...})`
 answers a request for `/path` with those bytes, sent in one `sendall`, and
 keeps the connection for the next request. A reply may also be a function of
 the path, or a list of steps: bytes are sent, a number is a pause in seconds,
-and None closes the connection without a word. Any other path gets an honest
-200 naming it. `.connections` counts accepted connections and `.requests`
-holds the request heads read, in order.
+None closes the connection without a word, and RESET resets it (an RST).
+Any other path gets an honest 200 naming it. `.connections` counts accepted
+connections and `.requests` holds the request heads read, in order.
 """
 
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
+
+RESET = "reset"  # a step: close with SO_LINGER 0, so the peer sees a reset
 
 
 def honest_reply(path: bytes) -> bytes:
@@ -81,6 +84,10 @@ class ScriptedHttp:
                         reply = reply(path)
                     for step in reply if isinstance(reply, list) else [reply]:
                         if step is None:
+                            return
+                        if step is RESET:
+                            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                            struct.pack("ii", 1, 0))
                             return
                         if isinstance(step, (int, float)):
                             time.sleep(step)
