@@ -28,12 +28,9 @@ from types import FrameType
 import psutil
 
 from bench import procs
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",  # as tests/test_browser_ws.py
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 BOUND = 1 << 20  # the figure: less than 1 MiB
 PAGE_STATE = """() => ({
   servedBy: Number(document.getElementById("served-by").dataset.pid || 0),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.browser import launched_chromium
 from tests.support.processes import Process, Proxy, Upstream, free_port
 
 
@@ -46,3 +47,11 @@ def start_proxy(tmp_path: Path, started: list[Process]) -> Callable[..., Proxy]:
         return proxy
 
     return start
+
+
+
+@pytest.fixture
+def browser():
+    """A headless Chromium (tests/support/browser.py), closed after the test."""
+    with launched_chromium() as launched:
+        yield launched

@@ -13,31 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.browser import SCREENSHOT_ENV
 from tests.support.ws_demo import start_demo
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-# Where the screenshot goes; set it to keep one for a look.
-SCREENSHOT_ENV = "PREFORK_PROXY_SCREENSHOT"
-
-sync_playwright = pytest.importorskip(
-    "playwright.sync_api", reason="playwright is a test dependency (pip install -e '.[test]')"
-).sync_playwright
-
-
-@pytest.fixture
-def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is missing: scripts/install-system-packages.sh installs it")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                             headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.mark.timeout(180)

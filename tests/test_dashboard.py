@@ -1,6 +1,6 @@
 """The status dashboard in a real browser, against the real master.
 
-Headless Chromium, launched as tests/test_browser_ws.py launches it, opens the
+Headless Chromium, launched as tests/support/browser.py launches it, opens the
 page served by the status listener; the page's own WebSocket to /ws feeds it.
 The page must follow the process tree by itself, without being reloaded: a
 worker added by TTIN appears, and after a HUP (its socket's worker drains) it
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.browser import SCREENSHOT_ENV
 from tests.support.lifecycle import get, proxy_config
 from tests.support.processes import free_port, wait_for
-from tests.test_browser_ws import CHROMIUM, CHROMIUM_ARGS, SCREENSHOT_ENV
 
 playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is a test dependency (pip install -e '.[test]')")
@@ -35,19 +35,6 @@ _WATCH_INDICATOR = """() => {
   }).observe(document.getElementById("connection"), {childList: true, characterData: true,
                                                       subtree: true});
 }"""
-
-
-@pytest.fixture
-def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is missing: scripts/install-system-packages.sh installs it")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                             headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def dashboard_config(upstream_port: int, status_port: int, workers: int) -> str:
