@@ -882,13 +882,13 @@ class Driver:
                 502, f"reading the reply failed after {self.reply.body_bytes} body bytes: "
                      f"{reason}", cause="mid_reply"))
         if self.codec is exchange.UWSGI_CODEC:
-            hint = exchange.uwsgi_size_hint(self.reply.buffer, self.packet_size)
-            error = UpstreamError(502, f"reading the reply from uwsgi failed: {reason}" + hint,
-                                  cause="uwsgi_buffer_size" if hint else "reset")
+            error = exchange.uwsgi_failure(f"reading the reply from uwsgi failed: {reason}",
+                                           self.reply.buffer, self.packet_size)
+        elif self.reply.buffer:
+            error = UpstreamError(502, f"reading the reply head failed: {reason}", cause="reset")
         else:
             error = UpstreamError(502, f"reading the reply failed before any byte of it: "
-                                       f"{reason}" if not self.reply.buffer else
-                                  f"reading the reply head failed: {reason}", cause="reset")
+                                       f"{reason}", cause="reset")
         self._attempt_failed(error)
 
     def _reply_broken(self, error: UpstreamError) -> None:

@@ -224,13 +224,19 @@ class UwsgiCodec:
     @staticmethod
     def closed_before_head(data: bytes, packet_size: int) -> UpstreamError:
         what = "an incomplete reply head" if data else "no reply"
-        hint = uwsgi_size_hint(data, packet_size)
-        return UpstreamError(502, f"uwsgi server closed the connection with {what}" + hint,
-                             cause="uwsgi_buffer_size" if hint else "reset")
+        return uwsgi_failure(f"uwsgi server closed the connection with {what}", data,
+                             packet_size)
 
     @staticmethod
     def too_big() -> UpstreamError:
         return UpstreamError(502, "uwsgi server sent too big a reply head")
+
+
+def uwsgi_failure(reason: str, data: bytes, packet_size: int) -> UpstreamError:
+    """A uWSGI server that answered nothing usable: a dropped packet over its
+    --buffer-size when the size hint applies, else a reset."""
+    hint = uwsgi_size_hint(data, packet_size)
+    return UpstreamError(502, reason + hint, cause="uwsgi_buffer_size" if hint else "reset")
 
 
 def uwsgi_size_hint(data: bytes, packet_size: int) -> str:
