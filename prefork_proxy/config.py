@@ -185,12 +185,27 @@ class Location:
     uwsgi_modifier2: int = _setting(0, _byte)
 
 
+# nginx's listen parameters that prefork-proxy has; "reuseport" is nginx's spelling.
+_LISTEN_OPTIONS = {"reuse_port": "reuse_port", "reuseport": "reuse_port",
+                   "default_server": "default_server", "ssl": "ssl", "http2": "http2",
+                   "proxy_protocol": "proxy_protocol"}
+
+
 @dataclass(frozen=True)
 class Listen:
-    """One listening address of a server; `reuse_port` opts in to SO_REUSEPORT."""
+    """One listening address of a server, with nginx's listen parameters:
+    `reuse_port` opts in to SO_REUSEPORT; `default_server` makes this server the
+    one a host no server names selects; `ssl` terminates TLS; `http2` speaks
+    HTTP/2 (ALPN "h2" on ssl, prior knowledge without); `proxy_protocol` reads a
+    PROXY protocol header first. As in nginx, the parameters other than
+    default_server belong to the address: servers sharing it must agree."""
 
     address: Address
     reuse_port: bool = False
+    default_server: bool = False
+    ssl: bool = False
+    http2: bool = False
+    proxy_protocol: bool = False
 
     @property
     def key(self) -> str:
@@ -412,10 +427,14 @@ class _Reader:
                 address = parse_address(address_text, default_host="0.0.0.0")
             except ValueError as exc:
                 raise self.error(where, str(exc)) from None
+            flags = {}
             for option in options:
-                if option not in ("reuse_port", "reuseport"):
-                    raise self.error(where, f"{option!r} is not a listen option (reuse_port)")
-            listens.append(Listen(address, reuse_port=bool(options)))
+                name = _LISTEN_OPTIONS.get(option)
+                if name is None:
+                    raise self.error(where, f"{option!r} is not a listen option "
+                                            f"({', '.join(sorted(set(_LISTEN_OPTIONS.values())))})")
+                flags[name] = True
+            listens.append(Listen(address, **flags))
         location_tables = table.get("location", [])
         if not isinstance(location_tables, list) or not location_tables:
             raise self.error(f"{key}.location", "needs at least one [[server.location]]")
