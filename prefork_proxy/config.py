@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from prefork_proxy import shared_addresses
+from prefork_proxy.host_names import check_server_name
 from prefork_proxy.values import Address, parse_address, parse_duration, parse_size
-from workers.server_names import check_server_name
 
 
 class ConfigError(Exception):

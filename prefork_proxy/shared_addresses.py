@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from workers.server_names import name_key
+from prefork_proxy.host_names import name_key
 
 if TYPE_CHECKING:
     from prefork_proxy.config import Listen, Server
@@ -33,7 +33,7 @@ def by_address(servers: Iterable[Server]) -> dict[str, tuple[Server, tuple[Serve
     for key, pairs in listed.items():
         default = next((server for server, listen in pairs if listen.default_server),
                        pairs[0][0])
-        found[key] = (default, tuple(dict.fromkeys(server for server, _ in pairs)))
+        found[key] = (default, tuple({id(server): server for server, _ in pairs}.values()))
     return found
 
 
