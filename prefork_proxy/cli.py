@@ -1,5 +1,5 @@
 """Command line: run the master, check a config (-t), signal a master (-s), demo,
-status (the running proxy's state as a table)."""
+status (the running proxy's state as a table), --version."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prefork-proxy", description=__doc__)
     parser.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (TOML)")
     parser.add_argument("-t", "--test", action="store_true", help="check the config and exit")
+    parser.add_argument("-v", "--version", action="store_true",
+                        help="print the version (and Python's, gevent's, llhttp's) and exit")
     parser.add_argument("-s", "--signal", choices=sorted(SIGNAL_NAMES),
                         help="send a signal to the master named in the pidfile")
     parser.add_argument("command", nargs="?", choices=["demo", "status"],
@@ -38,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "status" and (args.watch or args.interval != 1.0):
         parser.error("--watch and --interval go with the status command")
 
+    if args.version:
+        from prefork_proxy.version import version_line
+
+        print(version_line())
+        return 0
     if args.command == "demo":
         from prefork_proxy.demo import run_demo
 
@@ -45,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(f"prefork-proxy: {exc}", file=sys.stderr)
+        for error in exc.errors:  # every error of the file, a line each
+            print(f"prefork-proxy: {error.line}", file=sys.stderr)
         return 1
     if args.command == "status":
         from prefork_proxy.status_cli import run as run_status

@@ -15,15 +15,41 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from prefork_proxy import shared_addresses
+from prefork_proxy.host_names import check_server_name
 from prefork_proxy.values import Address, parse_address, parse_duration, parse_size
 
 
 class ConfigError(Exception):
-    """A config problem, rendered as `FILE: key.path: message`."""
+    """A config problem, rendered as `FILE: key.path: message`.
 
-    def __init__(self, file: str, key: str, message: str) -> None:
-        super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
+    A file with several problems raises one ConfigError for all of them:
+    `errors` lists each (the first one's file, key and message are its own), and
+    str() puts each on a line of its own, as `prefork-proxy -t` prints them.
+    """
+
+    def __init__(self, file: str, key: str, message: str,
+                 errors: list[ConfigError] | None = None) -> None:
+        self.errors = errors or [self]
+        super().__init__("\n".join(error.line for error in self.errors) if errors
+                         else _line(file, key, message))
         self.file, self.key, self.message = file, key, message
+
+    @property
+    def line(self) -> str:
+        return _line(self.file, self.key, self.message)
+
+    @classmethod
+    def of(cls, errors: list[ConfigError]) -> ConfigError:
+        """One error for `errors` (in the order found): the error itself if alone."""
+        if len(errors) == 1:
+            return errors[0]
+        first = errors[0]
+        return cls(first.file, first.key, first.message, errors)
+
+
+def _line(file: str, key: str, message: str) -> str:
+    return f"{file}: {key}: {message}" if key else f"{file}: {message}"
 
 
 def _setting(default: Any, parse: Any = None, **kw: Any) -> Any:
@@ -288,6 +314,9 @@ class Server:
     listen: tuple[Listen, ...]
     locations: tuple[Location, ...]
     client: ClientLimits = ClientLimits()
+    # nginx server_name (workers/server_names.py): the hosts that pick this server
+    # among those sharing a listen address; none: only as the address's default.
+    names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -327,18 +356,44 @@ class Config:
             found[str(self.status.listen)] = Listen(self.status.listen)
         return found
 
+    @property
+    def virtual_hosts(self) -> dict[str, tuple[Server, tuple[Server, ...]]]:
+        """{address: (its default server, all its servers)} (shared_addresses.py)."""
+        return shared_addresses.by_address(self.servers)
+
 
 class _Reader:
-    """Walks the TOML tree, remembering the file name for error messages."""
+    """Walks the TOML tree, remembering the file name for error messages.
+
+    It reads on past an error, so that one run reports every error of a file
+    (`prefork-proxy -t`): each setting, upstream, server and location is checked
+    on its own, and an error is recorded (`errors`) where it is found. A part too
+    broken to read further (a table that is not a table) raises, and `part()`
+    records that and goes on with the next part.
+    """
 
     def __init__(self, file: str) -> None:
         self.file = file
+        self.errors: list[ConfigError] = []
 
     def error(self, key: str, message: str) -> ConfigError:
         return ConfigError(self.file, key, message)
 
+    def report(self, key: str, message: str) -> None:
+        """Record an error and read on."""
+        self.errors.append(self.error(key, message))
+
+    def part(self, parse: Any, *args: Any) -> Any:
+        """parse(*args), or None once the error that stopped it is recorded."""
+        try:
+            return parse(*args)
+        except ConfigError as exc:
+            self.errors.append(exc)
+            return None
+
     def settings(self, cls: type, table: dict, key: str, skip: tuple[str, ...]) -> dict:
-        """Parse the plain settings of `cls` from `table`; complain of unknown keys."""
+        """Parse the plain settings of `cls` from `table`; complain of unknown keys.
+        A bad setting is reported and left out (its default stands in for it)."""
         known = {f.name: f for f in fields(cls) if f.metadata.get("parse")}
         values = {}
         for name, raw in table.items():
@@ -346,33 +401,39 @@ class _Reader:
             if name in skip:
                 continue
             if name not in known:
-                raise self.error(where, "unknown setting")
+                self.report(where, "unknown setting")
+                continue
             try:
                 values[name] = known[name].metadata["parse"](raw)
             except ValueError as exc:
-                raise self.error(where, str(exc)) from None
+                self.report(where, str(exc))
         return values
 
     def upstream(self, name: str, table: object) -> Upstream:
+        """An upstream, even a broken one (reported): a location naming it then
+        finds it, and only the upstream's own errors are reported."""
         key = f"upstream.{name}"
         if not isinstance(table, dict):
-            raise self.error(key, "must be a table")
+            self.report(key, "must be a table")
+            return Upstream(name=name)
         values = self.settings(Upstream, table, key, skip=("servers", "balance"))
         servers = table.get("servers")
-        if not isinstance(servers, list) or not servers:
-            raise self.error(f"{key}.servers", "must be a non-empty list of \"host:port\"")
         peers = []
-        for index, text in enumerate(servers):
-            try:
-                peers.append(_parse_peer(text))
-            except ValueError as exc:
-                raise self.error(f"{key}.servers[{index}]", str(exc)) from None
-        if all(peer.backup for peer in peers):
-            raise self.error(f"{key}.servers", "needs at least one server that is not backup")
+        if not isinstance(servers, list) or not servers:
+            self.report(f"{key}.servers", "must be a non-empty list of \"host:port\"")
+        else:
+            for index, text in enumerate(servers):
+                try:
+                    peers.append(_parse_peer(text))
+                except ValueError as exc:
+                    self.report(f"{key}.servers[{index}]", str(exc))
+            if peers and all(peer.backup for peer in peers):
+                self.report(f"{key}.servers", "needs at least one server that is not backup")
+        balance = "round_robin"
         try:
             balance = _balance(table.get("balance", "round_robin"))
         except ValueError as exc:
-            raise self.error(f"{key}.balance", str(exc)) from None
+            self.report(f"{key}.balance", str(exc))
         return Upstream(name=name, peers=tuple(peers), balance=balance, **values)
 
     def location(self, table: object, key: str, upstreams: dict[str, Upstream]) -> Location:
@@ -383,7 +444,8 @@ class _Reader:
         )
         path = table.get("path")
         if not isinstance(path, str) or not path.startswith("/"):
-            raise self.error(f"{key}.path", f"{path!r} is not a path prefix starting with /")
+            self.report(f"{key}.path", f"{path!r} is not a path prefix starting with /")
+            path = ""
         has_proxy, has_uwsgi = "proxy_pass" in table, "uwsgi_pass" in table
         if has_proxy == has_uwsgi:
             raise self.error(key, "needs exactly one of proxy_pass or uwsgi_pass")
@@ -393,7 +455,7 @@ class _Reader:
         except ValueError as exc:
             raise self.error(f"{key}.{target_key}", str(exc)) from None
         if not has_proxy and uri_prefix is not None:
-            raise self.error(f"{key}.uwsgi_pass", "a uwsgi_pass address takes no URI part")
+            self.report(f"{key}.uwsgi_pass", "a uwsgi_pass address takes no URI part")
         return Location(
             path=path,
             upstream=upstream,
@@ -407,47 +469,73 @@ class _Reader:
         own = {name: value for name, value in table.items() if name in CLIENT_LIMITS}
         return replace(defaults, **self.settings(ClientLimits, own, key, skip=()))
 
+    def listen(self, text: object, where: str) -> Listen:
+        if not isinstance(text, str):
+            raise self.error(where, f"{text!r} is not a string")
+        address_text, *options = text.split() or [""]
+        try:
+            address = parse_address(address_text, default_host="0.0.0.0")
+        except ValueError as exc:
+            raise self.error(where, str(exc)) from None
+        flags = {}
+        for option in options:
+            name = _LISTEN_OPTIONS.get(option)
+            if name is None:
+                raise self.error(where, f"{option!r} is not a listen option "
+                                        f"({', '.join(sorted(set(_LISTEN_OPTIONS.values())))})")
+            flags[name] = True
+        return Listen(address, **flags)
+
+    def server_names(self, value: object, key: str) -> tuple[str, ...]:
+        """`server_name`: nginx's names (workers/server_names.py), lowercased."""
+        if not isinstance(value, list):
+            self.report(key, "must be a list of names, e.g. [\"example.com\", \"*.example.com\"]")
+            return ()
+        names = []
+        for index, name in enumerate(value):
+            try:
+                names.append(check_server_name(name))
+            except ValueError as exc:
+                self.report(f"{key}[{index}]", str(exc))
+        return tuple(names)
+
     def server(self, table: object, key: str, upstreams: dict[str, Upstream],
-               client: ClientLimits) -> Server:
+               client: ClientLimits) -> Server | None:
+        """A server, or None when it has no usable listen address or location (reported)."""
         if not isinstance(table, dict):
             raise self.error(key, "must be a table")
         for name in table:
-            if name not in ("listen", "location") and name not in CLIENT_LIMITS:
-                raise self.error(f"{key}.{name}", "unknown setting")
+            if name not in _SERVER_KEYS and name not in CLIENT_LIMITS:
+                self.report(f"{key}.{name}", "unknown setting")
+        names = self.server_names(table.get("server_name", []), f"{key}.server_name")
         listen_texts = table.get("listen")
-        if not isinstance(listen_texts, list) or not listen_texts:
-            raise self.error(f"{key}.listen", "must be a non-empty list of addresses")
         listens = []
-        for index, text in enumerate(listen_texts):
-            where = f"{key}.listen[{index}]"
-            if not isinstance(text, str):
-                raise self.error(where, f"{text!r} is not a string")
-            address_text, *options = text.split()
-            try:
-                address = parse_address(address_text, default_host="0.0.0.0")
-            except ValueError as exc:
-                raise self.error(where, str(exc)) from None
-            flags = {}
-            for option in options:
-                name = _LISTEN_OPTIONS.get(option)
-                if name is None:
-                    raise self.error(where, f"{option!r} is not a listen option "
-                                            f"({', '.join(sorted(set(_LISTEN_OPTIONS.values())))})")
-                flags[name] = True
-            listens.append(Listen(address, **flags))
+        if not isinstance(listen_texts, list) or not listen_texts:
+            self.report(f"{key}.listen", "must be a non-empty list of addresses")
+        else:
+            listens = [self.part(self.listen, text, f"{key}.listen[{index}]")
+                       for index, text in enumerate(listen_texts)]
         location_tables = table.get("location", [])
+        locations = []
         if not isinstance(location_tables, list) or not location_tables:
-            raise self.error(f"{key}.location", "needs at least one [[server.location]]")
-        locations = [
-            self.location(item, f"{key}.location[{index}]", upstreams)
-            for index, item in enumerate(location_tables)
-        ]
+            self.report(f"{key}.location", "needs at least one [[server.location]]")
+        else:
+            locations = [self.part(self.location, item, f"{key}.location[{index}]", upstreams)
+                         for index, item in enumerate(location_tables)]
         seen = set()
         for index, location in enumerate(locations):
+            if location is None or not location.path:
+                continue
             if location.path in seen:
-                raise self.error(f"{key}.location[{index}].path", f"{location.path!r} repeats")
+                self.report(f"{key}.location[{index}].path", f"{location.path!r} repeats")
             seen.add(location.path)
-        return Server(tuple(listens), tuple(locations), self.client_limits(table, key, client))
+        limits = self.client_limits(table, key, client)
+        if None in listens or None in locations or not listens or not locations:
+            return None  # its errors are reported; the cross checks skip it
+        return Server(tuple(listens), tuple(locations), limits, names)
+
+
+_SERVER_KEYS = ("listen", "location", "server_name")
 
 
 def _parse_target(
@@ -484,48 +572,52 @@ def _parse_target(
 
 
 def parse_config(data: dict, file: str) -> Config:
-    """Build a Config from an already-parsed TOML document."""
+    """Build a Config from an already-parsed TOML document; raises one ConfigError
+    that lists every error found (ConfigError.errors)."""
     reader = _Reader(file)
     top = reader.settings(Config, data, "",
                           skip=("upstream", "server", "workers", "status", *CLIENT_LIMITS))
     if top.get("group") and not top.get("user"):
         # Without `user` the workers would keep the master's uid (root, to bind).
-        raise reader.error("group", "needs `user` too: workers change group only "
-                                    "when they drop to a user")
+        reader.report("group", "needs `user` too: workers change group only "
+                               "when they drop to a user")
     client = reader.client_limits(data, "", ClientLimits())
+    workers = 1
     try:
         workers = _worker_count(data.get("workers", "auto"))
     except ValueError as exc:
-        raise reader.error("workers", str(exc)) from None
+        reader.report("workers", str(exc))
     upstream_tables = data.get("upstream", {})
     if not isinstance(upstream_tables, dict):
-        raise reader.error("upstream", "must be a table of [upstream.NAME] tables")
+        reader.report("upstream", "must be a table of [upstream.NAME] tables")
+        upstream_tables = {}
     upstreams = {name: reader.upstream(name, item) for name, item in upstream_tables.items()}
     server_tables = data.get("server")
+    servers: list[tuple[int, Server]] = []
     if not isinstance(server_tables, list) or not server_tables:
-        raise reader.error("server", "needs at least one [[server]] with a listen address")
-    servers = tuple(
-        reader.server(item, f"server[{index}]", upstreams, client)
-        for index, item in enumerate(server_tables)
-    )
-    owners: dict[str, int] = {}
-    for index, server in enumerate(servers):
-        for listen in server.listen:
-            if listen.key in owners:
-                other = owners[listen.key]
-                raise reader.error(
-                    f"server[{index}].listen", f"{listen.key} is already used by server[{other}]"
-                )
-            owners[listen.key] = index
+        reader.report("server", "needs at least one [[server]] with a listen address")
+    else:
+        for index, item in enumerate(server_tables):
+            server = reader.part(reader.server, item, f"server[{index}]", upstreams, client)
+            if server is not None:
+                servers.append((index, server))
+    for key, message in shared_addresses.check(servers):
+        reader.report(key, message)
+    status = Status()
     status_table = data.get("status", {})
     if not isinstance(status_table, dict):
-        raise reader.error("status", "must be a table: [status] listen = \"127.0.0.1:9901\"")
-    status = Status(**reader.settings(Status, status_table, "status", skip=()))
+        reader.report("status", "must be a table: [status] listen = \"127.0.0.1:9901\"")
+    else:
+        status = Status(**reader.settings(Status, status_table, "status", skip=()))
+    owners = {listen.key: index for index, server in servers for listen in server.listen}
     if status.key in owners:
-        raise reader.error("status.listen",
-                           f"{status.key} is already used by server[{owners[status.key]}]")
+        reader.report("status.listen",
+                      f"{status.key} is already used by server[{owners[status.key]}]")
+    if reader.errors:
+        raise ConfigError.of(reader.errors)
     return Config(path=os.path.abspath(file), workers=workers, upstreams=upstreams,
-                  servers=servers, client=client, status=status, **top)
+                  servers=tuple(server for _, server in servers), client=client,
+                  status=status, **top)
 
 
 def load_config(path: str) -> Config:

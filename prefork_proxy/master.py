@@ -133,10 +133,15 @@ class Master:
         except (ConfigError, listeners.ListenError) as exc:
             for key in bound:
                 listeners.close(key, self.sockets.pop(key))
-            log.error("reload failed, generation %d keeps serving: %s",
-                      self.generations.current, exc)
-            self._reload_failed(str(exc))
-            self._notify("READY=1", f"STATUS=reload failed: {exc}")
+            # Every error of the file, a line each (`FILE: key: message`), as -t shows them.
+            lines = [error.line for error in exc.errors] if isinstance(exc, ConfigError) \
+                else [str(exc)]
+            for line in lines:
+                log.error("reload failed, generation %d keeps serving: %s",
+                          self.generations.current, line)
+            reason = "; ".join(lines)  # one line: sd_notify separates fields by newlines
+            self._reload_failed(reason)
+            self._notify("READY=1", f"STATUS=reload failed: {reason}")
             return
         superseded = self.generations.pending
         if superseded:  # the newest config wins; the older one drains unserved

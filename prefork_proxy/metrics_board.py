@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from prefork_proxy.config import Config
+    from prefork_proxy.config import Config, Server
 
 # Histogram upper bounds, seconds (Prometheus's default buckets); +Inf is implied.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -105,13 +105,20 @@ def config_names(config: Config) -> list[str]:
     """The location and peer names of a config, for MetricsBoard.register."""
     names = []
     for server in config.servers:
-        listen = server.listen[0].key
+        listen = server_label(server)
         for location in server.locations:
             names.append(location_name(listen, location.path))
             upstream = location.upstream
             names.extend(peer_name(upstream.name, str(peer.address)) for peer in upstream.peers)
             names.append(peer_name(upstream.name, "-"))  # failures with no peer to blame
     return names
+
+
+def server_label(server: Server) -> str:
+    """A server as the metrics name it: its first address, and its first name when
+    it has one (servers sharing an address are told apart by name; no spaces)."""
+    listen = server.listen[0].key
+    return f"{listen}({server.names[0]})" if server.names else listen
 
 
 def location_name(listen: str, path: str) -> str:

@@ -245,12 +245,13 @@ def test_a_server_needs_a_listen_address(tmp_path: Path) -> None:
     assert message.startswith("proxy.toml: server[0].listen: ")
 
 
-def test_an_address_used_by_two_servers_is_an_error(tmp_path: Path) -> None:
+def test_two_servers_may_share_an_address(tmp_path: Path) -> None:
+    """Virtual hosts: the rules of a shared address are in test_config_virtual_hosts.py."""
     text = GOOD + '\n[[server]]\nlisten = ["127.0.0.1:8080"]\n  [[server.location]]\n' \
                   '  path = "/"\n  proxy_pass = "127.0.0.1:1"\n'
-    message = error_of(tmp_path, text)
-    assert message.startswith("proxy.toml: server[1].listen: ")
-    assert "server[0]" in message
+    config = load_config(write(tmp_path, text))
+    default, servers = config.virtual_hosts["127.0.0.1:8080"]
+    assert default is config.servers[0] and servers == config.servers
 
 
 @pytest.mark.parametrize("value", ["0", '"many"', "true", "513"])

@@ -31,6 +31,7 @@ from workers.client import ClientConnection
 from workers.stream import Stream
 
 if TYPE_CHECKING:
+    from workers.server_names import ServerNames
     from workers.worker import Site, Worker
 
 log = logging.getLogger("worker")
@@ -44,13 +45,15 @@ ACCEPT_YIELD = 0.001
 class Listener:
     """One listening socket of a worker, accepting in a callback."""
 
-    __slots__ = ("sock", "site", "worker", "tcp", "family", "server_port", "watcher", "closed",
-                 "yielded")
+    __slots__ = ("sock", "site", "names", "worker", "tcp", "family", "server_port", "watcher",
+                 "closed", "yielded")
 
-    def __init__(self, sock: socket.socket, site: Site, worker: Worker) -> None:
+    def __init__(self, sock: socket.socket, site: Site, worker: Worker,
+                 names: ServerNames[Site] | None = None) -> None:
         sock.setblocking(False)
         self.sock = sock
-        self.site = site
+        self.site = site  # the address's default server
+        self.names = names  # its servers by host, None with one server (virtual_hosts.py)
         self.worker = worker
         self.family = sock.family
         self.tcp = sock.family != socket.AF_UNIX
@@ -108,6 +111,6 @@ class Listener:
         client = Stream(sock)
         if self.tcp:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = ClientConnection(client, address, self.site, self.server_port)
+        conn = ClientConnection(client, address, self.site, self.server_port, self.names)
         worker.opened(conn)
         conn.start()

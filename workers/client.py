@@ -26,12 +26,13 @@ if TYPE_CHECKING:
     from prefork_proxy.config import Location
     from workers.balancing import PeerState
     from workers.http1 import Request
+    from workers.server_names import ServerNames
     from workers.upstreams import UpstreamConnection
     from workers.worker import Site
 
 
 class ClientConnection:
-    __slots__ = ("sock", "client_addr", "client_ip", "client_port", "server_port", "site",
+    __slots__ = ("sock", "client_addr", "client_ip", "client_port", "server_port", "site", "names",
                  "reader", "status", "body_bytes", "response_started", "body_timeout",
                  "send_timeout", "requests", "driver", "closed",
                  # for the access log and the metrics (workers/metrics.py)
@@ -39,9 +40,12 @@ class ClientConnection:
                  "upstream_time", "request_id", "forwarded_request_id", "keeps_request_id")
 
     def __init__(self, sock: Stream, address: object, site: Site,
-                 server_port: bytes = b"") -> None:
+                 server_port: bytes = b"", names: ServerNames[Site] | None = None) -> None:
         self.sock = sock
-        self.site = site  # the listener's Site: router, worker state, access log
+        # The Site of the request being served (router, limits, access log): the
+        # address's default one until a request's host picks another (driver.py).
+        self.site = site
+        self.names = names  # the address's servers by host; None with one server
         self.server_port = server_port  # the listener's port; b"" on a unix socket
         if isinstance(address, tuple):
             self.client_addr = address[0]

@@ -43,7 +43,7 @@ import gevent
 from gevent import get_hub
 from gevent import socket as gsocket
 
-from workers import exchange, request_id, uwsgi
+from workers import exchange, request_id, uwsgi, virtual_hosts
 from workers.buffering import HeldOutput, wants_buffering
 from workers.errors import HttpError, UpstreamError, error_page
 from workers.headers import switching_protocols_head
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from workers.client import ClientConnection
     from workers.http1 import Request
     from workers.upstreams import UpstreamPool
+    from workers.worker import Site
 
 log = logging.getLogger("worker")
 
@@ -98,7 +99,7 @@ class Driver:
     """The exchanges of one client connection, run in callbacks (module docstring)."""
 
     __slots__ = (
-        "conn", "client", "reader", "site", "worker", "hub", "phase",
+        "conn", "client", "reader", "site", "default_site", "names", "worker", "hub", "phase",
         "client_alarm", "upstream_alarm", "head_deadline",
         # the request
         "request", "location", "codec", "pool", "tries", "head", "packet_size",
@@ -115,7 +116,10 @@ class Driver:
         self.conn = conn
         self.client: Stream = conn.sock
         self.reader = conn.reader
-        self.site = conn.site
+        # The request's Site, and the address's default one: a head is read under the
+        # default server's limits (nginx), then the host may pick another (_begin).
+        self.site = self.default_site = conn.site
+        self.names = conn.names  # None: one server on the address, no lookup
         self.worker = conn.site.worker
         self.hub = get_hub()
         self.phase = IDLE
@@ -299,6 +303,8 @@ class Driver:
         conn.response_started = False
         self.client.clear_deadline()
         self.request = request
+        if self.names is not None and not self._choose_site(request):
+            return self._client_error(HttpError(400, "invalid host"))
         location = self.site.router.match(request.uri)
         conn.location_row = recorder.location_row(location)
         conn.upstream_peer = None
@@ -329,6 +335,24 @@ class Driver:
                 self._read_body()
                 return
         self._start_attempt()
+
+    def _choose_site(self, request: Request) -> bool:
+        """The server of the address that the request's host names (nginx's
+        server_name); False when the host is not a valid one (400)."""
+        site = virtual_hosts.site_for(self.names, request)
+        if site is virtual_hosts.INVALID_HOST:
+            return False
+        if site is not self.site:
+            self._serve_with(site)
+        return True
+
+    def _serve_with(self, site: Site) -> None:
+        """The limits, routes and log of `site` apply from now on (client.py reads
+        the body and send timeouts, the keep-alive requests from the connection)."""
+        conn = self.conn
+        self.site = conn.site = site
+        conn.body_timeout = site.body_timeout
+        conn.send_timeout = site.send_timeout
 
     def _read_body(self) -> None:
         """Read the client's body: into the spool, or on to the upstream."""
@@ -767,7 +791,8 @@ class Driver:
     # -- ending a request ------------------------------------------------------------
     def _finish(self) -> None:
         request = self.request
-        self.site.log_request(self.conn, request)
+        site = self.site
+        site.log_request(self.conn, request)
         keep = self.keep_alive if self.reply is None else self.reply.keep_alive
         if self.out is not None:
             self.out.close()
@@ -783,7 +808,10 @@ class Driver:
                 self.reader.deferred_error = exc
         if not keep:
             return self._close()
-        self._wait_for_request(self.site.keepalive_timeout)
+        if site is not self.default_site:  # the next head is read under the default's
+            self._serve_with(self.default_site)
+        # nginx: keepalive_timeout is the server's that answered.
+        self._wait_for_request(site.keepalive_timeout)
 
     def _finish_once_sent(self) -> None:
         """Finish now, or once the client has taken what is held (the FLUSH phase)."""

@@ -36,6 +36,7 @@ from prefork_proxy.metrics_board import (
     MetricsBoard,
     location_name,
     peer_name,
+    server_label,
 )
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ class Recorder:
         self.shared = board.block(slot)
         locations, peers = board.names(location=True), board.names(location=False)
         for server in config.servers:
-            listen = server.listen[0].key
+            listen = server_label(server)
             for location in server.locations:
                 index = locations.get(location_name(listen, location.path), 0)
                 self.locations[id(location)] = LOC_BASE + index * _CLASSES

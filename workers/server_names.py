@@ -23,40 +23,15 @@ TLS server name a client sends (SNI: the certificate).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
 
+# The config's half (the master checks names without importing workers/):
+from prefork_proxy.host_names import check_server_name, name_key
+
+__all__ = ["ServerNames", "check_server_name", "name_key", "valid_host"]
+
 T = TypeVar("T")
-
-# A name as configured: labels of letters, digits, '-' and '_' (nginx allows the
-# underscore), with at most one '*' as a whole first or last label.
-_LABEL = r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
-_EXACT = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
-_IPV6_LITERAL = re.compile(r"\[[0-9a-f:.]+\]")
-
-
-def check_server_name(name: object) -> str:
-    """A configured server_name, lowercased; ValueError says what is wrong with it."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"{name!r} is not a host name")
-    text = name.lower()
-    if text.startswith("~"):
-        raise ValueError(f"{name!r}: regular-expression server names are not supported")
-    if text.startswith("*."):
-        body = text[2:]
-    elif text.startswith("."):
-        body = text[1:]
-    elif text.endswith(".*"):
-        body = text[:-2]
-    else:
-        body = text
-    if "*" in body:
-        raise ValueError(f"{name!r}: an asterisk must be the whole first or last label, "
-                         "as in \"*.example.com\" or \"www.example.*\"")
-    if not (_EXACT.fullmatch(body) or _IPV6_LITERAL.fullmatch(body)):
-        raise ValueError(f"{name!r} is not a host name")
-    return text
 
 
 def valid_host(raw: bytes) -> bytes | None:
@@ -148,9 +123,3 @@ class ServerNames(Generic[T]):
                     return found
                 end = host.rfind(b".", 0, end)
         return self.default
-
-
-def name_key(name: str) -> str:
-    """The form two configured names share when nginx would call them the same name
-    (`*.example.com` and `.example.com` conflict: both cover www.example.com)."""
-    return name[1:] if name.startswith("*.") else name

@@ -31,7 +31,7 @@ from prefork_proxy import logs
 from prefork_proxy.config import Config, Server
 from prefork_proxy.metrics_board import LOC_BASE
 from prefork_proxy.scoreboard import DRAINING, READY, Scoreboard
-from workers import upstreams
+from workers import upstreams, virtual_hosts
 from workers.acceptor import Listener
 from workers.access_log import AccessLog
 from workers.client import ClientConnection
@@ -45,6 +45,7 @@ from workers.stats import stats
 from workers.stream import sweep_timeouts
 
 if TYPE_CHECKING:
+    from workers.server_names import ServerNames
     from workers.status_server import StatusServer
 
 log = logging.getLogger("worker")
@@ -79,8 +80,10 @@ class BootError(Exception):
 
 
 class Site:
-    """What a connection on one listener needs: its routes, its worker, the log,
-    and its server's client limits (config.ClientLimits)."""
+    """What a request of one server needs: its routes, its worker, the log, and its
+    server's client limits (config.ClientLimits). A connection starts on its
+    address's default Site, and each request's host may pick another
+    (workers/virtual_hosts.py)."""
 
     __slots__ = ("router", "worker", "access_log", "header_timeout", "body_timeout",
                  "send_timeout", "keepalive_timeout", "keepalive_requests", "request_ids",
@@ -167,10 +170,12 @@ class Worker:
         while starting drains (instead of the default action, a core dump)."""
         # Everything that reads a file is done as root, before the drop (nginx opens
         # its logs and sockets the same way): the hub, the servers, lazy imports.
-        for server in self.config.servers:
-            site = Site(server, self)
-            for listen in server.listen:
-                self.servers.append(self._serve(self.sockets[listen.key], site))
+        # One listener per address; its servers share it, and a request's host picks
+        # one (workers/virtual_hosts.py); the head is read under the default's limits.
+        sites = {id(server): Site(server, self) for server in self.config.servers}
+        for key, (default, servers) in self.config.virtual_hosts.items():
+            names = virtual_hosts.address_names(default, servers, sites)
+            self.servers.append(self._serve(self.sockets[key], sites[id(default)], names))
         status_key = self.config.status.key
         if status_key is not None:
             # Imported only here: pywsgi and gevent-websocket add about 7 MiB to a
@@ -208,9 +213,10 @@ class Worker:
         self.access_log.flush()
         return 0
 
-    def _serve(self, listener: socket.socket, site: Site) -> Listener:
+    def _serve(self, listener: socket.socket, site: Site,
+               names: ServerNames[Site] | None) -> Listener:
         sock = socket.socket(listener.family, listener.type, fileno=os.dup(listener.fileno()))
-        server = Listener(sock, site, self)
+        server = Listener(sock, site, self, names)
         server.start()
         return server
 
