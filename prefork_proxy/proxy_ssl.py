@@ -71,10 +71,13 @@ def build(*, name: str, verify: bool, trusted_certificate: str | None, server_na
             # With a cafile only that bundle is trusted (nginx's
             # proxy_ssl_trusted_certificate); without it, the system store.
             context = ssl.create_default_context(cafile=trusted_certificate)
-        except (OSError, ssl.SSLError) as exc:
-            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        except ssl.SSLError as exc:
             raise TlsSettingError("proxy_ssl_trusted_certificate",
-                                  f"{trusted_certificate!r}: {reason}") from None
+                                  f"{trusted_certificate!r} is not a PEM bundle of CA "
+                                  f"certificates ({exc.reason})") from None
+        except OSError as exc:
+            raise TlsSettingError("proxy_ssl_trusted_certificate",
+                                  f"{trusted_certificate!r}: {exc.strerror or exc}") from None
         # Python ties the name check to SNI: without SNI it is done after the handshake.
         context.check_hostname = server_name
     else:

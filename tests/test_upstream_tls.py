@@ -5,9 +5,9 @@ certificates from tests/support/upstream_certs.py), so what one upstream saw
 (SNI, connections, resumed sessions) is that location's alone: the exact bytes
 of a reply, SNI, verification against proxy_ssl_trusted_certificate and
 proxy_ssl_name (unknown CA, wrong name: 502 with the cause in the error log
-and in /metrics), proxy_ssl_verify off, keep-alive and session reuse to the
-upstream, 1 MiB each way, and a handshake that never completes (504 after
-proxy_connect_timeout, then the next peer).
+and in /metrics), the name checked without SNI, proxy_ssl_verify off,
+keep-alive and session reuse to the upstream, 1 MiB each way, and a handshake
+that never completes (504 after proxy_connect_timeout, then the next peer).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tests.support.tls_upstream import SilentListener, TlsUpstream, pattern
 from tests.support.upstream_certs import TestCa
 
 NAME = "upstream.test"
-UPSTREAMS = ("good", "named", "keepalive", "resume", "stranger", "fallback_good")
+UPSTREAMS = ("good", "named", "keepalive", "resume", "stranger", "fallback_good", "no_sni")
 SILENT = ("silent", "fallback_silent")
 
 
@@ -90,6 +90,17 @@ def _config(ca: Path, up: dict[str, str], status_port: int) -> str:
           proxy_pass = "https://{up['named']}/"
           proxy_ssl_trusted_certificate = "{ca}"
           proxy_ssl_name = "other.test"
+          [[server.location]]
+          path = "/no-sni/"
+          proxy_pass = "https://{up['no_sni']}/"
+          {trusted}
+          proxy_ssl_server_name = false
+          [[server.location]]
+          path = "/no-sni-wrong-name/"
+          proxy_pass = "https://{up['no_sni']}/"
+          proxy_ssl_trusted_certificate = "{ca}"
+          proxy_ssl_name = "other.test"
+          proxy_ssl_server_name = false
           [[server.location]]
           path = "/silent/"
           proxy_pass = "https://{up['silent']}/"
@@ -155,6 +166,18 @@ def test_a_certificate_for_another_name_is_a_502(site: TlsSite) -> None:
     line = site.error_line(f"TLS handshake with {peer} failed: certificate verify failed")
     assert "other.test" in line, line
     assert all(record["sni"] == "other.test" for record in site.upstreams["named"].handshakes)
+
+
+@pytest.mark.timeout(30)
+def test_without_sni_the_name_is_still_verified(site: TlsSite) -> None:
+    assert site.get("/no-sni/a") == (200, b"tls upstream: GET /a")
+    assert site.get("/no-sni-wrong-name/b")[0] == 502
+    peer = site.upstreams["no_sni"].address
+    line = site.error_line(f"TLS handshake with {peer} failed: certificate verify failed: "
+                           "the certificate does not name 'other.test'")
+    assert 'request "GET /no-sni-wrong-name/b' in line, line
+    handshakes = site.upstreams["no_sni"].handshakes
+    assert len(handshakes) == 2 and all(record["sni"] is None for record in handshakes)
 
 
 @pytest.mark.timeout(30)
