@@ -6,12 +6,14 @@ certificates from tests/support/upstream_certs.py), so what one upstream saw
 of a reply, SNI, verification against proxy_ssl_trusted_certificate and
 proxy_ssl_name (unknown CA, wrong name: 502 with the cause in the error log
 and in /metrics), the name checked without SNI, proxy_ssl_verify off,
-keep-alive and session reuse to the upstream, 1 MiB each way, and a handshake
+keep-alive and session reuse to the upstream, 1 MiB each way, a slow client
+of an unbuffered reply, and a handshake
 that never completes (504 after proxy_connect_timeout, then the next peer).
 """
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.processes import Proxy, free_port, wait_for
-from tests.support.raw_http import exchange
+from tests.support.raw_http import exchange, read_reply
 from tests.support.sites import running_proxy
 from tests.support.status import metrics, value
 from tests.support.tls_upstream import SilentListener, TlsUpstream, pattern
@@ -69,6 +71,11 @@ def _config(ca: Path, up: dict[str, str], status_port: int) -> str:
           proxy_pass = "https://{up['good']}/"
           {trusted}
           client_max_body_size = "0"
+          [[server.location]]
+          path = "/unbuffered/"
+          proxy_pass = "https://{up['good']}/"
+          {trusted}
+          buffering = false
           [[server.location]]
           path = "/keepalive/"
           proxy_pass = "https://{up['keepalive']}/"
@@ -208,6 +215,20 @@ def test_a_mebibyte_each_way_arrives_intact(site: TlsSite) -> None:
     assert reply.body == body
     status, got = site.get(f"/good/size/{1 << 20}")
     assert status == 200 and got == pattern(1 << 20)
+
+
+@pytest.mark.timeout(60)
+def test_an_unbuffered_reply_to_a_slow_client_pauses_and_resumes_whole(site: TlsSite) -> None:
+    # A small receive buffer: the client cannot take the reply as fast as it comes,
+    # so the driver stops reading the TLS upstream and starts again, many times.
+    size = 4 << 20
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(30)
+        sock.connect(("127.0.0.1", site.port))
+        sock.sendall(b"GET /unbuffered/size/%d HTTP/1.1\r\nHost: t\r\n\r\n" % size)
+        reply = read_reply(sock)
+    assert reply.status == 200 and reply.body == pattern(size)
 
 
 @pytest.mark.timeout(30)
