@@ -15,8 +15,9 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from prefork_proxy import shared_addresses
+from prefork_proxy import proxy_ssl, shared_addresses
 from prefork_proxy.host_names import check_server_name
+from prefork_proxy.proxy_ssl import UpstreamTls
 from prefork_proxy.values import Address, parse_address, parse_duration, parse_size
 
 
@@ -209,6 +210,18 @@ class Location:
     # Each is one byte of the uwsgi packet header (0 = a WSGI request).
     uwsgi_modifier1: int = _setting(0, _byte)
     uwsgi_modifier2: int = _setting(0, _byte)
+    # proxy_pass = "https://...": nginx's proxy_ssl_* settings (prefork_proxy/proxy_ssl.py).
+    # verify and server_name default to on, unlike nginx: an unchecked TLS upstream
+    # is no safer than a plain one.
+    proxy_ssl_verify: bool = _setting(True, _boolean)
+    proxy_ssl_trusted_certificate: str | None = _setting(None, _optional_text)
+    proxy_ssl_server_name: bool = _setting(True, _boolean)
+    proxy_ssl_name: str | None = _setting(None, _optional_text)  # default: proxy_pass's host
+    proxy_ssl_protocols: tuple[str, ...] = _setting(("TLSv1.2", "TLSv1.3"),
+                                                    proxy_ssl.parse_protocols)
+    proxy_ssl_session_reuse: bool = _setting(True, _boolean)
+    # Built from the above for an https:// proxy_pass; None speaks plain TCP.
+    tls: UpstreamTls | None = None
 
 
 # nginx's listen parameters that prefork-proxy has; "reuseport" is nginx's spelling.
@@ -451,18 +464,39 @@ class _Reader:
             raise self.error(key, "needs exactly one of proxy_pass or uwsgi_pass")
         target_key = "proxy_pass" if has_proxy else "uwsgi_pass"
         try:
-            upstream, uri_prefix = _parse_target(table[target_key], target_key, upstreams)
+            target = _parse_target(table[target_key], target_key, upstreams)
         except ValueError as exc:
             raise self.error(f"{key}.{target_key}", str(exc)) from None
-        if not has_proxy and uri_prefix is not None:
+        if not has_proxy and target.uri_prefix is not None:
             self.report(f"{key}.uwsgi_pass", "a uwsgi_pass address takes no URI part")
+        if target.tls_host is not None:
+            if not has_proxy:
+                raise self.error(f"{key}.uwsgi_pass", "uwsgi over TLS is not supported")
+            values["tls"] = self.upstream_tls(values, target.tls_host, key)
         return Location(
             path=path,
-            upstream=upstream,
+            upstream=target.upstream,
             protocol="http" if has_proxy else "uwsgi",
-            uri_prefix=uri_prefix,
+            uri_prefix=target.uri_prefix,
             **values,
         )
+
+    def upstream_tls(self, values: dict, host: str, key: str) -> UpstreamTls:
+        """A location's proxy_ssl_* settings, over their defaults, made one UpstreamTls."""
+        settings = {f.name: values.get(f.name, f.default)
+                    for f in fields(Location) if f.name.startswith("proxy_ssl_")}
+        try:
+            return proxy_ssl.build(
+                # nginx: proxy_ssl_name defaults to the host of proxy_pass (an
+                # upstream group's name, which then usually needs proxy_ssl_name).
+                name=settings["proxy_ssl_name"] or host,
+                verify=settings["proxy_ssl_verify"],
+                trusted_certificate=settings["proxy_ssl_trusted_certificate"],
+                server_name=settings["proxy_ssl_server_name"],
+                protocols=settings["proxy_ssl_protocols"],
+                session_reuse=settings["proxy_ssl_session_reuse"])
+        except proxy_ssl.TlsSettingError as exc:
+            raise self.error(f"{key}.{exc.setting}", str(exc)) from None
 
     def client_limits(self, table: dict, key: str, defaults: ClientLimits) -> ClientLimits:
         """The `client_*` settings of `table` over `defaults`."""
@@ -538,37 +572,53 @@ class _Reader:
 _SERVER_KEYS = ("listen", "location", "server_name")
 
 
-def _parse_target(
-    text: object, key: str, upstreams: dict[str, Upstream]
-) -> tuple[Upstream, bytes | None]:
-    """proxy_pass/uwsgi_pass -> (upstream, URI prefix or None).
+@dataclass(frozen=True)
+class _Target:
+    """What a proxy_pass/uwsgi_pass names."""
 
-    Accepts "host:port", "unix:/path", "http://host:port[/prefix]", "uwsgi://host:port"
+    upstream: Upstream
+    uri_prefix: bytes | None
+    tls_host: str | None  # https://: the host (or upstream name) written, else None
+
+
+def _parse_target(text: object, key: str, upstreams: dict[str, Upstream]) -> _Target:
+    """proxy_pass/uwsgi_pass -> its upstream, URI prefix and TLS host.
+
+    Accepts "host:port", "unix:/path", "http://host:port[/prefix]",
+    "https://host[:port][/prefix]" (443 by default, as nginx), "uwsgi://host:port"
     and an upstream name in place of host:port.
     """
     if not isinstance(text, str) or not text:
         raise ValueError(f"{text!r} is not an address or upstream name")
     rest = text
-    for scheme in ("http://", "uwsgi://"):
+    for scheme in ("http://", "https://", "uwsgi://"):
         if text.startswith(scheme):
             rest = text[len(scheme):]
             break
     else:
+        scheme = ""
         if "://" in text:
-            raise ValueError(f"{text!r}: only http:// (proxy_pass) or uwsgi:// is supported")
+            raise ValueError(f"{text!r}: only http://, https:// (proxy_pass) or uwsgi:// "
+                             "is supported")
     uri_prefix = None
     if not rest.startswith("unix:") and "/" in rest:
         rest, slash, tail = rest.partition("/")
         uri_prefix = (slash + tail).encode("latin-1")
+    tls = scheme == "https://"
     if rest in upstreams:
-        return upstreams[rest], uri_prefix
+        return _Target(upstreams[rest], uri_prefix, rest if tls else None)
+    if tls and (rest.endswith("]") or not rest.startswith(("unix:", "[")) and ":" not in rest):
+        rest += ":443"  # nginx: https:// without a port is port 443
     try:
         address = parse_address(rest)
     except ValueError:
         raise ValueError(
             f"{text!r}: no [upstream.{rest}] is defined, and {rest!r} is not host:port"
         ) from None
-    return Upstream(name=str(address), peers=(Peer(address),)), uri_prefix
+    tls_host = None
+    if tls:
+        tls_host = address.host if not address.is_unix else "localhost"
+    return _Target(Upstream(name=str(address), peers=(Peer(address),)), uri_prefix, tls_host)
 
 
 def parse_config(data: dict, file: str) -> Config:

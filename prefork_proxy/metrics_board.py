@@ -49,6 +49,7 @@ FAILURE_CAUSES = (
     "no_live_upstreams",   # every peer is down
     "uwsgi_buffer_size",   # the uwsgi packet is over the uWSGI server's --buffer-size
     "mid_reply",           # the reply broke off after its head (the client got a cut reply)
+    "tls_handshake",       # https://: the TLS handshake failed, or the certificate was refused
 )
 MAX_LOCATIONS = 64  # location names in the master's life, index 0 = none / other
 MAX_PEERS = 64      # peer names, index 0 = other

@@ -234,7 +234,7 @@ def test_a_repeated_location_path_is_an_error(tmp_path: Path) -> None:
 
 def test_an_unsupported_proxy_pass_scheme_is_an_error(tmp_path: Path) -> None:
     message = error_of(tmp_path, with_location(
-        '  [[server.location]]\n  path = "/b/"\n  proxy_pass = "https://127.0.0.1:1"\n'))
+        '  [[server.location]]\n  path = "/b/"\n  proxy_pass = "ftp://127.0.0.1:1"\n'))
     assert message.startswith("proxy.toml: server[0].location[1].proxy_pass: ")
 
 

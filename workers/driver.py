@@ -26,6 +26,12 @@ request at a time, in order:
 Timeouts are stream deadlines (stream.py's sweeper): on the client, the
 header, keep-alive, body and send timeouts; on the upstream, the connect,
 send and read timeouts, each between two successive operations, as nginx's.
+
+An https:// upstream (workers/upstream_tls.py) is the same path: after the TCP
+connect the socket is wrapped and the TLS handshake stepped in callbacks
+(`_start_tls`, `_handshake`) under the connect timeout, then the request and
+the reply go over the SSLSocket, where upstream_tls.WOULD_BLOCK stands for
+BlockingIOError.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import errno
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING
@@ -43,7 +50,7 @@ import gevent
 from gevent import get_hub
 from gevent import socket as gsocket
 
-from workers import exchange, request_id, uwsgi, virtual_hosts
+from workers import exchange, request_id, upstream_tls, uwsgi, virtual_hosts
 from workers.buffering import HeldOutput, wants_buffering
 from workers.errors import HttpError, UpstreamError, error_page
 from workers.headers import switching_protocols_head
@@ -52,6 +59,7 @@ from workers.metrics import recorder
 from workers.spooled_body import SpooledBody
 from workers.stats import stats
 from workers.stream import Stream, family_and_target
+from workers.upstream_tls import WOULD_BLOCK
 from workers.upstreams import UpstreamConnection, log_excess, pool_for
 from workers.uwsgi_packet import VarsTooBig
 
@@ -428,7 +436,7 @@ class Driver:
         self.peer_state = peer = tries.balancer.peers[peer_index]
         peer.conns += 1
         if tries.free_retry and self.codec is exchange.HTTP_CODEC:
-            connection = self.pool.take_idle(peer_index)
+            connection = self.pool.take_idle(peer_index, self.location.tls)
             if connection is not None:
                 self._use(connection)
                 return self._connected()
@@ -484,9 +492,10 @@ class Driver:
         if error and error not in (errno.EINPROGRESS, errno.EAGAIN):
             sock.close()
             return self._attempt_failed(_connect_error(address, error))
-        self._use(UpstreamConnection(Stream(sock), self.tries.peer_index))
+        tls = self.location.tls
+        self._use(UpstreamConnection(Stream(sock), self.tries.peer_index, tls))
         if not error:
-            return self._connected()
+            return self._connected() if tls is None else self._start_tls(address)
         # On loopback the handshake has usually finished (or failed) by now.
         self.connecting = True
         upstream = self.upstream
@@ -500,6 +509,50 @@ class Driver:
         error = upstream.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if error:
             return self._attempt_failed(_connect_error(address, error))
+        if self.location.tls is not None:
+            return self._start_tls(address)
+        self._connected()
+
+    def _start_tls(self, address: Address) -> None:
+        """The TCP connection is up: wrap it and begin the TLS handshake. nginx counts
+        the handshake in proxy_connect_timeout: one deadline from the connect's start
+        (armed now if the connect was immediate)."""
+        upstream = self.upstream
+        connection = self.connection
+        upstream.sock = upstream_tls.wrap(upstream.sock, connection.tls, connection.peer_index)
+        self.connecting = True
+        if upstream.waiter is None:
+            self._arm_upstream(self.location.connect_timeout)
+        upstream.on_readable = self._handshake
+        self._handshake(address)
+
+    def _handshake(self, address: Address | None = None) -> None:
+        """One step of the TLS handshake, from _start_tls or a watcher."""
+        upstream = self.upstream
+        connection = self.connection
+        if address is None:
+            address = self.tries.balancer.peers[connection.peer_index].peer.address
+        try:
+            step = upstream_tls.handshake_step(upstream.sock, connection.tls, address)
+        except UpstreamError as exc:
+            return self._attempt_failed(exc)
+        if step == upstream_tls.WANT_READ:
+            if upstream._write_event is not None:
+                upstream._write_event.stop()
+            if not upstream.read_event.active:
+                upstream.read_event.start(upstream._readable)
+            return
+        if upstream.read_event.active:
+            upstream.read_event.stop()
+        if step == upstream_tls.WANT_WRITE:
+            upstream.write_event.start(self._handshake)
+            return
+        if upstream._write_event is not None:
+            upstream._write_event.stop()
+        self.connecting = False
+        upstream.on_readable = self._upstream_readable
+        upstream.clear_deadline()
+        upstream_tls.remember_session(upstream.sock, connection.tls, connection.peer_index)
         self._connected()
 
     def _use(self, connection: UpstreamConnection) -> None:
@@ -536,7 +589,7 @@ class Driver:
             data = out[0] if len(out) == 1 else b"".join(out)
             try:
                 sent = upstream.sock.send(data)
-            except BlockingIOError:
+            except WOULD_BLOCK:  # (over TLS, the retry sends the same bytes, as OpenSSL asks)
                 sent = 0
             except OSError as exc:
                 return self._attempt_failed(UpstreamError(
@@ -580,8 +633,12 @@ class Driver:
         want = HEAD_RECV_SIZE if not reply.head_done else READ_BATCH
         # proxy_pass reads once per wake-up. A uWSGI reply usually ends with a close
         # right after it: reading on to EAGAIN or EOF finds that close now, so a
-        # short body goes out whole, with a length (exchange.Reply).
-        read_on = self.codec is exchange.UWSGI_CODEC
+        # short body goes out whole, with a length (exchange.Reply). Over TLS a
+        # read returns one record (16 KiB at most): reading on to would-block
+        # takes a batch, and leaves no plaintext in the TLS layer, which would not
+        # make the descriptor readable again (a batch's last read asks 64 KiB,
+        # more than a record, so it empties the record it reads).
+        read_on = self.codec is exchange.UWSGI_CODEC or self.connection.tls is not None
         asked = want
         full = False  # the last read filled what it asked for: more may be waiting
         try:
@@ -596,7 +653,7 @@ class Driver:
                 data = sock.recv(asked)
             else:
                 closed = True
-        except BlockingIOError:
+        except WOULD_BLOCK:
             full = False  # read to EAGAIN: the socket was empty
             if not pieces:
                 return
@@ -627,7 +684,20 @@ class Driver:
         self._arm_upstream(self.location.read_timeout)
         out_held = self.out
         if out_held is not None and out_held.held > self.out_limit:
-            self._pause_upstream()
+            return self._pause_upstream()
+        if full and self.connection.tls is not None:
+            self._read_tls_pending()
+
+    def _read_tls_pending(self) -> None:
+        """Plaintext left in the TLS layer makes no descriptor readable: read it in
+        this loop iteration's callbacks, not at the next poll (that may never come)."""
+        upstream = self.upstream
+        if upstream.sock.pending():
+            self.hub.loop.run_callback(self._tls_pending_readable, upstream)
+
+    def _tls_pending_readable(self, upstream: Stream) -> None:
+        if upstream is self.upstream and self.reading_reply and not self.paused:
+            self._upstream_readable()
 
     def _head_arrived(self) -> bool:
         """The reply's head is in: count the peer's success, and hand a 101 to the
@@ -682,6 +752,9 @@ class Driver:
         connection = self.connection
         if connection is None:
             return
+        if connection.tls is not None:  # a TLS 1.3 ticket came with the reply
+            upstream_tls.remember_session(connection.sock.sock, connection.tls,
+                                          connection.peer_index)
         self._let_go_upstream()
         if reusable:
             self.pool.release(connection)
@@ -726,6 +799,8 @@ class Driver:
         if upstream is not None:
             upstream.read_event.start(upstream._readable)
             self._arm_upstream(self.location.read_timeout)
+            if self.connection.tls is not None:
+                self._read_tls_pending()
 
     def _tunnel(self) -> None:
         reply = self.reply
@@ -946,8 +1021,10 @@ class Driver:
         location = self.location
         if self.connecting:
             address = self.tries.balancer.peers[self.tries.peer_index].peer.address
+            handshaking = isinstance(self.upstream.sock, ssl.SSLSocket)
+            what = "TLS handshake with" if handshaking else "connect to"
             return self._attempt_failed(UpstreamError(
-                504, f"connect to {address} timed out ({location.connect_timeout:g}s)",
+                504, f"{what} {address} timed out ({location.connect_timeout:g}s)",
                 retryable=True, cause="connect_timeout"))
         reply = self.reply
         if reply is not None and reply.head_done:

@@ -20,15 +20,23 @@ past the reply can come a few microseconds after the reply's last byte
 is not taken again in the loop iteration that released it: the next
 iteration's poll has seen such bytes by then, and its watcher or the peek on
 take closes the connection.
+
+A TLS connection (proxy_pass https://) is pooled the same way, tagged with its
+location's UpstreamTls: it is taken again only for that very setting (a
+connection made without verification never serves a location that verifies),
+and its peek looks at the TLS layer's plaintext as well as at the descriptor
+(workers/upstream_tls.py).
 """
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import logging
 import socket
 import time
 from collections import deque
+from typing import TYPE_CHECKING
 
 from gevent import get_hub
 
@@ -36,16 +44,21 @@ from prefork_proxy.config import Upstream
 from workers.balancing import Balancer
 from workers.metrics import recorder
 from workers.stream import Stream
+from workers.upstream_tls import idle_alive
+
+if TYPE_CHECKING:
+    from prefork_proxy.proxy_ssl import UpstreamTls
 
 log = logging.getLogger("worker")
 
 
 class UpstreamConnection:
-    __slots__ = ("sock", "peer_index", "uses", "idle_since", "released_in")
+    __slots__ = ("sock", "peer_index", "uses", "idle_since", "released_in", "tls")
 
-    def __init__(self, sock: Stream, peer_index: int) -> None:
+    def __init__(self, sock: Stream, peer_index: int, tls: UpstreamTls | None = None) -> None:
         self.sock, self.peer_index, self.uses, self.idle_since = sock, peer_index, 0, 0.0
         self.released_in = -1  # the loop iteration that last put it in the pool
+        self.tls = tls  # the location's TLS settings (proxy_pass https://), or None
 
     @property
     def reused(self) -> bool:
@@ -79,13 +92,14 @@ class UpstreamPool:
                 or connection.uses >= self.upstream.keepalive_requests):
             connection.close()
             return
-        if not connection.sock.alive():
+        # (inline, one attribute check: the plain path pays nothing more)
+        stream = connection.sock
+        if not (stream.alive() if connection.tls is None else idle_alive(stream.sock)):
             _log_excess(connection)
             connection.close()
             return
         connection.idle_since = time.monotonic()
         connection.released_in = self.loop.iteration
-        stream = connection.sock
         stream.idle_handler = self._on_idle_readable
         if not stream.read_event.active:
             stream.read_event.start(stream._readable)
@@ -93,8 +107,10 @@ class UpstreamPool:
         if len(self.idle) > self.upstream.keepalive:
             self.idle.popleft().close()  # the least recently used
 
-    def take_idle(self, peer_index: int) -> UpstreamConnection | None:
-        """The most recently used idle connection to a peer, if any."""
+    def take_idle(self, peer_index: int,
+                  tls: UpstreamTls | None = None) -> UpstreamConnection | None:
+        """The most recently used idle connection to a peer, if any, made with the
+        same TLS settings (None: plain)."""
         idle = self.idle
         if not idle:
             return None
@@ -102,7 +118,8 @@ class UpstreamPool:
         iteration = self.loop.iteration
         for position in range(len(idle) - 1, -1, -1):
             connection = idle[position]
-            if connection.peer_index != peer_index or connection.released_in == iteration:
+            if (connection.peer_index != peer_index or connection.released_in == iteration
+                    or connection.tls is not tls):
                 continue  # (released in this iteration: see the module docstring)
             del idle[position]
             connection.sock.idle_handler = None
@@ -110,7 +127,8 @@ class UpstreamPool:
                 connection.close()
                 continue
             # Readable in this very loop iteration, before its watcher could run.
-            if not connection.sock.alive():
+            stream = connection.sock
+            if not (stream.alive() if connection.tls is None else idle_alive(stream.sock)):
                 _log_excess(connection)
                 connection.close()
                 continue
@@ -131,10 +149,14 @@ class UpstreamPool:
 
 
 def _log_excess(connection: UpstreamConnection) -> None:
-    """A kept connection had bytes (or its close) waiting after an exact reply."""
+    """A kept connection had bytes (or its close) waiting after an exact reply.
+    Over TLS the count is of the records' bytes, or of the plaintext not read."""
     sock = connection.sock.sock
-    try:
-        waiting = len(sock.recv(65536, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    if connection.tls is not None and sock.pending():
+        log_excess(connection.sock, sock.pending())
+        return
+    try:  # (the plain socket's recv: an SSLSocket's refuses flags)
+        waiting = len(_socket.socket.recv(sock, 65536, socket.MSG_PEEK | socket.MSG_DONTWAIT))
     except OSError:
         return  # closed by the upstream: nothing to report
     if waiting:
