@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -252,6 +253,35 @@ def _networks(value: object) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+def _real_ip_header(value: object) -> str:
+    # nginx takes any header name, or proxy_protocol (the PROXY header's address).
+    if not isinstance(value, str) or not (value == "proxy_protocol"
+                                          or _HEADER_NAME.fullmatch(value)):
+        raise ValueError(f"{value!r} is not a header name (e.g. \"X-Forwarded-For\") "
+                         f"or \"proxy_protocol\"")
+    return value
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.1: a token
+
+
+@dataclass(frozen=True)
+class RealIp:
+    """nginx's ngx_http_realip_module: the client address a trusted proxy names
+    (workers/real_ip.py). Set at the top level (the defaults of every server and
+    of the status listener); a `[[server]]` may set any of them again."""
+
+    # The proxies whose word is taken; empty (the default) turns the rule off.
+    real_ip_from: tuple[Network, ...] = _setting((), _networks)
+    # nginx's default header; "proxy_protocol" takes the PROXY header's address.
+    real_ip_header: str = _setting("X-Real-IP", _real_ip_header)
+    # nginx's default off: the list's last address; on, the rightmost untrusted one.
+    real_ip_recursive: bool = _setting(False, _boolean)
+
+
+REAL_IP = tuple(f.name for f in fields(RealIp))
+
+
 def _status_listen(value: object) -> Address:
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a string")
@@ -288,6 +318,7 @@ class Server:
     listen: tuple[Listen, ...]
     locations: tuple[Location, ...]
     client: ClientLimits = ClientLimits()
+    real_ip: RealIp = RealIp()
 
 
 @dataclass(frozen=True)
@@ -315,6 +346,8 @@ class Config:
     group: str | None = _setting(None, _optional_text)
     # The defaults of every server's ClientLimits (`client_header_timeout`...).
     client: ClientLimits = ClientLimits()
+    # The defaults of every server's RealIp, and the status listener's rule.
+    real_ip: RealIp = RealIp()
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     servers: tuple[Server, ...] = ()
     status: Status = Status()
@@ -407,12 +440,18 @@ class _Reader:
         own = {name: value for name, value in table.items() if name in CLIENT_LIMITS}
         return replace(defaults, **self.settings(ClientLimits, own, key, skip=()))
 
+    def real_ip(self, table: dict, key: str, defaults: RealIp) -> RealIp:
+        """The `real_ip_*` settings of `table` over `defaults`."""
+        own = {name: value for name, value in table.items() if name in REAL_IP}
+        return replace(defaults, **self.settings(RealIp, own, key, skip=()))
+
     def server(self, table: object, key: str, upstreams: dict[str, Upstream],
-               client: ClientLimits) -> Server:
+               client: ClientLimits, real_ip: RealIp) -> Server:
         if not isinstance(table, dict):
             raise self.error(key, "must be a table")
         for name in table:
-            if name not in ("listen", "location") and name not in CLIENT_LIMITS:
+            if (name not in ("listen", "location") and name not in CLIENT_LIMITS
+                    and name not in REAL_IP):
                 raise self.error(f"{key}.{name}", "unknown setting")
         listen_texts = table.get("listen")
         if not isinstance(listen_texts, list) or not listen_texts:
@@ -447,7 +486,8 @@ class _Reader:
             if location.path in seen:
                 raise self.error(f"{key}.location[{index}].path", f"{location.path!r} repeats")
             seen.add(location.path)
-        return Server(tuple(listens), tuple(locations), self.client_limits(table, key, client))
+        return Server(tuple(listens), tuple(locations), self.client_limits(table, key, client),
+                      self.real_ip(table, key, real_ip))
 
 
 def _parse_target(
@@ -487,12 +527,14 @@ def parse_config(data: dict, file: str) -> Config:
     """Build a Config from an already-parsed TOML document."""
     reader = _Reader(file)
     top = reader.settings(Config, data, "",
-                          skip=("upstream", "server", "workers", "status", *CLIENT_LIMITS))
+                          skip=("upstream", "server", "workers", "status", *CLIENT_LIMITS,
+                                *REAL_IP))
     if top.get("group") and not top.get("user"):
         # Without `user` the workers would keep the master's uid (root, to bind).
         raise reader.error("group", "needs `user` too: workers change group only "
                                     "when they drop to a user")
     client = reader.client_limits(data, "", ClientLimits())
+    real_ip = reader.real_ip(data, "", RealIp())
     try:
         workers = _worker_count(data.get("workers", "auto"))
     except ValueError as exc:
@@ -505,7 +547,7 @@ def parse_config(data: dict, file: str) -> Config:
     if not isinstance(server_tables, list) or not server_tables:
         raise reader.error("server", "needs at least one [[server]] with a listen address")
     servers = tuple(
-        reader.server(item, f"server[{index}]", upstreams, client)
+        reader.server(item, f"server[{index}]", upstreams, client, real_ip)
         for index, item in enumerate(server_tables)
     )
     owners: dict[str, int] = {}
@@ -525,7 +567,8 @@ def parse_config(data: dict, file: str) -> Config:
         raise reader.error("status.listen",
                            f"{status.key} is already used by server[{owners[status.key]}]")
     return Config(path=os.path.abspath(file), workers=workers, upstreams=upstreams,
-                  servers=servers, client=client, status=status, **top)
+                  servers=servers, client=client, real_ip=real_ip, status=status,
+                  **top)
 
 
 def load_config(path: str) -> Config:

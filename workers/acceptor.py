@@ -45,9 +45,10 @@ class Listener:
     """One listening socket of a worker, accepting in a callback."""
 
     __slots__ = ("sock", "site", "worker", "tcp", "family", "server_port", "watcher", "closed",
-                 "yielded")
+                 "yielded", "proxy_protocol")
 
-    def __init__(self, sock: socket.socket, site: Site, worker: Worker) -> None:
+    def __init__(self, sock: socket.socket, site: Site, worker: Worker,
+                 proxy_protocol: bool = False) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.site = site
@@ -58,6 +59,7 @@ class Listener:
         self.watcher = get_hub().loop.io(sock.fileno(), 1)
         self.closed = False
         self.yielded = False  # the last wake-up left the connection to a sibling
+        self.proxy_protocol = proxy_protocol  # `listen = ["... proxy_protocol"]`
 
     def start(self) -> None:
         if not self.closed:
@@ -108,6 +110,7 @@ class Listener:
         client = Stream(sock)
         if self.tcp:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = ClientConnection(client, address, self.site, self.server_port)
+        conn = ClientConnection(client, address, self.site, self.server_port,
+                                self.proxy_protocol)
         worker.opened(conn)
         conn.start()

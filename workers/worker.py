@@ -39,6 +39,7 @@ from workers.driver import DRAIN_IDLE_TIMEOUT
 from workers.errors import error_page
 from workers.http1 import Request
 from workers.metrics import recorder
+from workers.real_ip import RealIpRule
 from workers.request_id import TrustedClients
 from workers.routing import Router
 from workers.stats import stats
@@ -84,7 +85,7 @@ class Site:
 
     __slots__ = ("router", "worker", "access_log", "header_timeout", "body_timeout",
                  "send_timeout", "keepalive_timeout", "keepalive_requests", "request_ids",
-                 "trusted_ids")
+                 "trusted_ids", "real_ip")
 
     def __init__(self, server: Server, worker: Worker) -> None:
         self.router = Router(server.locations)
@@ -92,6 +93,8 @@ class Site:
         self.access_log = worker.access_log
         self.request_ids = worker.config.request_id  # workers/request_id.py
         self.trusted_ids = worker.trusted_ids
+        # workers/real_ip.py; None (no rule, one check per request) without real_ip_from.
+        self.real_ip = RealIpRule(server.real_ip) if server.real_ip.real_ip_from else None
         limits = server.client
         self.header_timeout = limits.client_header_timeout
         self.body_timeout = limits.client_body_timeout
@@ -121,6 +124,8 @@ class Site:
                 access_log.write(conn.client_addr, line, conn.status, conn.body_bytes, referer,
                                  agent)
         conn.request_id = None  # a next request answered before Driver._begin has none
+        if conn.real_ip is not None:  # the next request is judged afresh (realip)
+            conn.reset_address()
 
 
 class IdleConnections(dict):
@@ -170,7 +175,8 @@ class Worker:
         for server in self.config.servers:
             site = Site(server, self)
             for listen in server.listen:
-                self.servers.append(self._serve(self.sockets[listen.key], site))
+                self.servers.append(self._serve(self.sockets[listen.key], site,
+                                                listen.proxy_protocol))
         status_key = self.config.status.key
         if status_key is not None:
             # Imported only here: pywsgi and gevent-websocket add about 7 MiB to a
@@ -178,7 +184,7 @@ class Worker:
             from workers.status_server import StatusServer
 
             self.status_server = StatusServer(self.sockets[status_key], self.config.status,
-                                              self.scoreboard)
+                                              self.scoreboard, self.config.real_ip)
             self.status_server.start()
         if self.config.user or self.config.group:
             _load_lazy_modules()
@@ -208,9 +214,10 @@ class Worker:
         self.access_log.flush()
         return 0
 
-    def _serve(self, listener: socket.socket, site: Site) -> Listener:
+    def _serve(self, listener: socket.socket, site: Site,
+               proxy_protocol: bool = False) -> Listener:
         sock = socket.socket(listener.family, listener.type, fileno=os.dup(listener.fileno()))
-        server = Listener(sock, site, self)
+        server = Listener(sock, site, self, proxy_protocol)
         server.start()
         return server
 
