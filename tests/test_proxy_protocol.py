@@ -15,8 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workers.proxy_protocol import (V1_MAX_LENGTH, V2_SIGNATURE, ProxyHeader, ProxyProtocolError,
-                                    parse)
+from workers.proxy_protocol import (
+    V1_MAX_LENGTH,
+    V2_SIGNATURE,
+    ProxyHeader,
+    ProxyProtocolError,
+    parse,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
