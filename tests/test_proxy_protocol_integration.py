@@ -17,7 +17,7 @@ import struct
 import subprocess
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -56,7 +56,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 @pytest.fixture
-def haproxy(tmp_path: Path, site: Site) -> Iterator[callable]:
+def haproxy(tmp_path: Path, site: Site) -> Iterator[Callable[[str], int]]:
     """start(send) -> the port of a real HAProxy in TCP mode in front of the site."""
     started: list[subprocess.Popen] = []
 
@@ -129,7 +129,7 @@ def connect(port: int, source: str = "127.0.0.1") -> Wire:
     ("send-proxy", "127.0.0.2"), ("send-proxy-v2", "127.0.0.2"),
 ])
 def test_haproxy_s_header_names_the_client_upstream_and_in_the_log(
-        site: Site, haproxy: callable, send: str, source: str) -> None:
+        site: Site, haproxy: Callable[[str], int], send: str, source: str) -> None:
     path = f"/echo/haproxy/{send}/{source}"
     with connect(haproxy(send), source) as wire:
         wire.send(request("GET", path))
@@ -141,7 +141,8 @@ def test_haproxy_s_header_names_the_client_upstream_and_in_the_log(
     assert access_line(site, path).startswith(f"{source} - - [")
 
 
-def test_haproxy_s_connection_serves_two_requests(site: Site, haproxy: callable) -> None:
+def test_haproxy_s_connection_serves_two_requests(site: Site,
+                                                  haproxy: Callable[[str], int]) -> None:
     with connect(haproxy("send-proxy-v2"), "127.0.0.3") as wire:
         responses = []
         for number in range(2):
