@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -291,6 +292,35 @@ def _networks(value: object) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+def _real_ip_header(value: object) -> str:
+    # nginx takes any header name, or proxy_protocol (the PROXY header's address).
+    if not isinstance(value, str) or not (value == "proxy_protocol"
+                                          or _HEADER_NAME.fullmatch(value)):
+        raise ValueError(f"{value!r} is not a header name (e.g. \"X-Forwarded-For\") "
+                         f"or \"proxy_protocol\"")
+    return value
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.1: a token
+
+
+@dataclass(frozen=True)
+class RealIp:
+    """nginx's ngx_http_realip_module: the client address a trusted proxy names
+    (workers/real_ip.py). Set at the top level (the defaults of every server and
+    of the status listener); a `[[server]]` may set any of them again."""
+
+    # The proxies whose word is taken; empty (the default) turns the rule off.
+    real_ip_from: tuple[Network, ...] = _setting((), _networks)
+    # nginx's default header; "proxy_protocol" takes the PROXY header's address.
+    real_ip_header: str = _setting("X-Real-IP", _real_ip_header)
+    # nginx's default off: the list's last address; on, the rightmost untrusted one.
+    real_ip_recursive: bool = _setting(False, _boolean)
+
+
+REAL_IP = tuple(f.name for f in fields(RealIp))
+
+
 def _status_listen(value: object) -> Address:
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a string")
@@ -330,6 +360,7 @@ class Server:
     # nginx server_name (workers/server_names.py): the hosts that pick this server
     # among those sharing a listen address; none: only as the address's default.
     names: tuple[str, ...] = ()
+    real_ip: RealIp = RealIp()
 
 
 @dataclass(frozen=True)
@@ -357,6 +388,8 @@ class Config:
     group: str | None = _setting(None, _optional_text)
     # The defaults of every server's ClientLimits (`client_header_timeout`...).
     client: ClientLimits = ClientLimits()
+    # The defaults of every server's RealIp, and the status listener's rule.
+    real_ip: RealIp = RealIp()
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     servers: tuple[Server, ...] = ()
     status: Status = Status()
@@ -503,6 +536,11 @@ class _Reader:
         own = {name: value for name, value in table.items() if name in CLIENT_LIMITS}
         return replace(defaults, **self.settings(ClientLimits, own, key, skip=()))
 
+    def real_ip(self, table: dict, key: str, defaults: RealIp) -> RealIp:
+        """The `real_ip_*` settings of `table` over `defaults`."""
+        own = {name: value for name, value in table.items() if name in REAL_IP}
+        return replace(defaults, **self.settings(RealIp, own, key, skip=()))
+
     def listen(self, text: object, where: str) -> Listen:
         if not isinstance(text, str):
             raise self.error(where, f"{text!r} is not a string")
@@ -534,12 +572,12 @@ class _Reader:
         return tuple(names)
 
     def server(self, table: object, key: str, upstreams: dict[str, Upstream],
-               client: ClientLimits) -> Server | None:
+               client: ClientLimits, real_ip: RealIp) -> Server | None:
         """A server, or None when it has no usable listen address or location (reported)."""
         if not isinstance(table, dict):
             raise self.error(key, "must be a table")
         for name in table:
-            if name not in _SERVER_KEYS and name not in CLIENT_LIMITS:
+            if name not in _SERVER_KEYS and name not in CLIENT_LIMITS and name not in REAL_IP:
                 self.report(f"{key}.{name}", "unknown setting")
         names = self.server_names(table.get("server_name", []), f"{key}.server_name")
         listen_texts = table.get("listen")
@@ -564,9 +602,10 @@ class _Reader:
                 self.report(f"{key}.location[{index}].path", f"{location.path!r} repeats")
             seen.add(location.path)
         limits = self.client_limits(table, key, client)
+        own_real_ip = self.real_ip(table, key, real_ip)
         if None in listens or None in locations or not listens or not locations:
             return None  # its errors are reported; the cross checks skip it
-        return Server(tuple(listens), tuple(locations), limits, names)
+        return Server(tuple(listens), tuple(locations), limits, names, own_real_ip)
 
 
 _SERVER_KEYS = ("listen", "location", "server_name")
@@ -626,12 +665,14 @@ def parse_config(data: dict, file: str) -> Config:
     that lists every error found (ConfigError.errors)."""
     reader = _Reader(file)
     top = reader.settings(Config, data, "",
-                          skip=("upstream", "server", "workers", "status", *CLIENT_LIMITS))
+                          skip=("upstream", "server", "workers", "status", *CLIENT_LIMITS,
+                                *REAL_IP))
     if top.get("group") and not top.get("user"):
         # Without `user` the workers would keep the master's uid (root, to bind).
         reader.report("group", "needs `user` too: workers change group only "
                                "when they drop to a user")
     client = reader.client_limits(data, "", ClientLimits())
+    real_ip = reader.real_ip(data, "", RealIp())
     workers = 1
     try:
         workers = _worker_count(data.get("workers", "auto"))
@@ -648,7 +689,8 @@ def parse_config(data: dict, file: str) -> Config:
         reader.report("server", "needs at least one [[server]] with a listen address")
     else:
         for index, item in enumerate(server_tables):
-            server = reader.part(reader.server, item, f"server[{index}]", upstreams, client)
+            server = reader.part(reader.server, item, f"server[{index}]", upstreams, client,
+                                 real_ip)
             if server is not None:
                 servers.append((index, server))
     for key, message in shared_addresses.check(servers):
@@ -667,7 +709,7 @@ def parse_config(data: dict, file: str) -> Config:
         raise ConfigError.of(reader.errors)
     return Config(path=os.path.abspath(file), workers=workers, upstreams=upstreams,
                   servers=tuple(server for _, server in servers), client=client,
-                  status=status, **top)
+                  real_ip=real_ip, status=status, **top)
 
 
 def load_config(path: str) -> Config:

@@ -46,10 +46,10 @@ class Listener:
     """One listening socket of a worker, accepting in a callback."""
 
     __slots__ = ("sock", "site", "names", "worker", "tcp", "family", "server_port", "watcher",
-                 "closed", "yielded")
+                 "closed", "yielded", "proxy_protocol")
 
     def __init__(self, sock: socket.socket, site: Site, worker: Worker,
-                 names: ServerNames[Site] | None = None) -> None:
+                 names: ServerNames[Site] | None = None, proxy_protocol: bool = False) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.site = site  # the address's default server
@@ -61,6 +61,7 @@ class Listener:
         self.watcher = get_hub().loop.io(sock.fileno(), 1)
         self.closed = False
         self.yielded = False  # the last wake-up left the connection to a sibling
+        self.proxy_protocol = proxy_protocol  # `listen = ["... proxy_protocol"]`
 
     def start(self) -> None:
         if not self.closed:
@@ -111,6 +112,7 @@ class Listener:
         client = Stream(sock)
         if self.tcp:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = ClientConnection(client, address, self.site, self.server_port, self.names)
+        conn = ClientConnection(client, address, self.site, self.server_port, self.names,
+                                self.proxy_protocol)
         worker.opened(conn)
         conn.start()

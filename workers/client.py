@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from prefork_proxy.metrics_board import LOC_BASE
 from workers import driver
 from workers.http1 import RequestReader
+from workers.proxy_header_step import ProxyHeaderStep
 from workers.stats import stats
 from workers.stream import Stream
 from workers.tunnel import run_tunnel
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from prefork_proxy.config import Location
     from workers.balancing import PeerState
     from workers.http1 import Request
+    from workers.proxy_protocol import ProxyHeader
     from workers.server_names import ServerNames
     from workers.upstreams import UpstreamConnection
     from workers.worker import Site
@@ -37,23 +39,28 @@ class ClientConnection:
                  "send_timeout", "requests", "driver", "closed",
                  # for the access log and the metrics (workers/metrics.py)
                  "started", "location_row", "upstream_peer", "upstream_status",
-                 "upstream_time", "request_id", "forwarded_request_id", "keeps_request_id")
+                 "upstream_time", "request_id", "forwarded_request_id", "keeps_request_id",
+                 # workers/real_ip.py: the connection's own address (the socket's, or
+                 # its PROXY header's), the request's client_* above being the realip
+                 # result; the rule its requests apply (None: none); the PROXY step
+                 "peer_addr", "peer_ip", "peer_port", "real_ip", "proxy_protocol",
+                 "preface")
 
     def __init__(self, sock: Stream, address: object, site: Site,
-                 server_port: bytes = b"", names: ServerNames[Site] | None = None) -> None:
+                 server_port: bytes = b"", names: ServerNames[Site] | None = None,
+                 proxy_protocol: bool = False) -> None:
         self.sock = sock
         # The Site of the request being served (router, limits, access log): the
         # address's default one until a request's host picks another (driver.py).
         self.site = site
         self.names = names  # the address's servers by host; None with one server
         self.server_port = server_port  # the listener's port; b"" on a unix socket
+        self.proxy_protocol = proxy_protocol  # a PROXY header comes first
+        self.preface: ProxyHeaderStep | None = None
         if isinstance(address, tuple):
-            self.client_addr = address[0]
-            self.client_port = b"%d" % address[1]
+            self._set_peer(address[0], b"%d" % address[1])
         else:
-            self.client_addr = "unix:"
-            self.client_port = b""
-        self.client_ip = self.client_addr.encode()
+            self._set_peer("unix:", b"")
         self.reader = RequestReader()
         self.body_timeout = site.body_timeout
         self.send_timeout = site.send_timeout
@@ -72,7 +79,33 @@ class ClientConnection:
         # and whether this client's own id is kept ([status] trusted, asked once here).
         self.request_id: str | None = None
         self.forwarded_request_id: bytes | None = None
-        self.keeps_request_id = site.trusted_ids.trusts(self.client_addr)
+
+    def _set_peer(self, address: str, port: bytes) -> None:
+        """The connection's own address: the request's client address until a
+        realip header says otherwise (workers/real_ip.py)."""
+        self.peer_addr = self.client_addr = address
+        self.peer_ip = self.client_ip = address.encode()
+        self.peer_port = self.client_port = port
+        site = self.site
+        self.keeps_request_id = site.trusted_ids.trusts(address)
+        self.real_ip = None if site.real_ip is None else site.real_ip.for_connection(address)
+
+    def reset_address(self) -> None:
+        """Back to the connection's own address, for the next request (realip)."""
+        self.client_addr, self.client_ip, self.client_port = (
+            self.peer_addr, self.peer_ip, self.peer_port)
+
+    def proxied(self, header: ProxyHeader) -> None:
+        """The PROXY header's source becomes the connection's address (LOCAL and
+        UNKNOWN keep the socket's). With `real_ip_header = "proxy_protocol"` and a
+        real_ip_from list, only a listed sender is believed (nginx)."""
+        source = header.source
+        if source is None:
+            return
+        rule = self.site.real_ip
+        if rule is not None and rule.from_proxy_protocol and not rule.trusts(self.peer_addr):
+            return
+        self._set_peer(source[0], b"%d" % source[1])
 
     def keep_alive_allowed(self, request: Request) -> bool:
         site = self.site
@@ -80,12 +113,28 @@ class ClientConnection:
                 and self.requests < site.keepalive_requests)
 
     def start(self) -> None:
-        """Serve the connection, in the driver's callbacks (no greenlet of its own)."""
+        """Serve the connection, in the driver's callbacks (no greenlet of its own);
+        on a proxy_protocol listener, its PROXY header first."""
         stats.connections += 1
+        # nginx client_header_timeout: the first request's head (and a PROXY header
+        # before it) is due this long after the accept (a silent connection is
+        # closed then, slowloris too).
+        deadline = _monotonic() + self.site.header_timeout
+        if self.proxy_protocol:
+            self.preface = ProxyHeaderStep(self, lambda: self._serve(deadline))
+            self.preface.start(deadline)
+            return
+        self._serve(deadline)
+
+    def _serve(self, deadline: float) -> None:
+        self.preface = None
         self.driver = driver.Driver(self)
-        # nginx client_header_timeout: the first request's head is due this long
-        # after the accept (a silent connection is closed then, slowloris too).
-        self.driver.start(_monotonic() + self.site.header_timeout)
+        self.driver.start(deadline)
+
+    def preface_failed(self) -> None:
+        """The PROXY header was broken, cut short or late: close, with no reply."""
+        self.preface = None
+        self._closed()
 
     def ended(self, outcome: tuple) -> None:
         """The driver is done with the connection: close it, or run its tunnel."""
@@ -99,6 +148,9 @@ class ClientConnection:
 
     def abort(self) -> None:
         """Close now, whatever is under way (the worker stops)."""
+        if self.preface is not None:
+            self.preface.stop()
+            self.preface = None
         if self.driver is not None:
             self.driver.abort()
         self._closed()

@@ -318,6 +318,8 @@ class Driver:
         conn.upstream_peer = None
         conn.upstream_status = 0
         conn.upstream_time = -1.0
+        if conn.real_ip is not None:  # workers/real_ip.py: a trusted proxy names the client
+            conn.real_ip.apply(conn, request)
         if self.site.request_ids:
             request_id.assign(conn, request)
         try:

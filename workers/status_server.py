@@ -28,9 +28,10 @@ import gevent.pool
 from gevent.pywsgi import WSGIServer
 from geventwebsocket.handler import WebSocketHandler
 
-from prefork_proxy.config import Status
+from prefork_proxy.config import RealIp, Status
 from prefork_proxy.scoreboard import Scoreboard
 from prefork_proxy.status_report import prometheus_text, snapshot
+from workers.real_ip import RealIpRule
 
 log = logging.getLogger("worker")
 # pywsgi's handler logs every request at INFO: the status listener keeps no access log.
@@ -44,13 +45,17 @@ StartResponse = Callable[[str, list[tuple[str, str]]], object]
 
 
 class StatusServer:
-    def __init__(self, listener: socket.socket, status: Status, scoreboard: Scoreboard) -> None:
+    def __init__(self, listener: socket.socket, status: Status, scoreboard: Scoreboard,
+                 real_ip: RealIp | None = None) -> None:
         sock = socket.socket(listener.family, listener.type, fileno=os.dup(listener.fileno()))
         # Every worker is woken for a connection and one wins it: the others must
         # get EAGAIN, not block the hub in accept().
         sock.setblocking(False)
         self.unix = sock.family == socket.AF_UNIX
         self.allow = status.allow
+        # The top-level realip rule: `allow` judges the address a trusted proxy names.
+        self.real_ip = (RealIpRule(real_ip) if real_ip is not None and real_ip.real_ip_from
+                        else None)
         self.scoreboard = scoreboard
         self.master_pid = os.getppid()
         self.sockets = gevent.pool.Group()  # the open /ws pushes
@@ -83,6 +88,8 @@ class StatusServer:
     # -- the WSGI application ---------------------------------------------------------
     def app(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         address = environ.get("REMOTE_ADDR", "")
+        if self.real_ip is not None and not self.unix:
+            address = self.real_ip.address_in_environ(address, environ)
         path = environ.get("PATH_INFO", "/")
         if not self.allowed(address):
             log.warning("status: %s %s from %s refused: not in [status] allow",

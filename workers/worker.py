@@ -39,6 +39,7 @@ from workers.driver import DRAIN_IDLE_TIMEOUT
 from workers.errors import error_page
 from workers.http1 import Request
 from workers.metrics import recorder
+from workers.real_ip import RealIpRule
 from workers.request_id import TrustedClients
 from workers.routing import Router
 from workers.stats import stats
@@ -87,7 +88,7 @@ class Site:
 
     __slots__ = ("router", "worker", "access_log", "header_timeout", "body_timeout",
                  "send_timeout", "keepalive_timeout", "keepalive_requests", "request_ids",
-                 "trusted_ids")
+                 "trusted_ids", "real_ip")
 
     def __init__(self, server: Server, worker: Worker) -> None:
         self.router = Router(server.locations)
@@ -95,6 +96,8 @@ class Site:
         self.access_log = worker.access_log
         self.request_ids = worker.config.request_id  # workers/request_id.py
         self.trusted_ids = worker.trusted_ids
+        # workers/real_ip.py; None (no rule, one check per request) without real_ip_from.
+        self.real_ip = RealIpRule(server.real_ip) if server.real_ip.real_ip_from else None
         limits = server.client
         self.header_timeout = limits.client_header_timeout
         self.body_timeout = limits.client_body_timeout
@@ -124,6 +127,8 @@ class Site:
                 access_log.write(conn.client_addr, line, conn.status, conn.body_bytes, referer,
                                  agent)
         conn.request_id = None  # a next request answered before Driver._begin has none
+        if conn.real_ip is not None:  # the next request is judged afresh (realip)
+            conn.reset_address()
 
 
 class IdleConnections(dict):
@@ -175,7 +180,9 @@ class Worker:
         sites = {id(server): Site(server, self) for server in self.config.servers}
         for key, (default, servers) in self.config.virtual_hosts.items():
             names = virtual_hosts.address_names(default, servers, sites)
-            self.servers.append(self._serve(self.sockets[key], sites[id(default)], names))
+            listen = next(item for item in default.listen if item.key == key)
+            self.servers.append(self._serve(self.sockets[key], sites[id(default)], names,
+                                            listen.proxy_protocol))
         status_key = self.config.status.key
         if status_key is not None:
             # Imported only here: pywsgi and gevent-websocket add about 7 MiB to a
@@ -183,7 +190,7 @@ class Worker:
             from workers.status_server import StatusServer
 
             self.status_server = StatusServer(self.sockets[status_key], self.config.status,
-                                              self.scoreboard)
+                                              self.scoreboard, self.config.real_ip)
             self.status_server.start()
         if self.config.user or self.config.group:
             _load_lazy_modules()
@@ -214,9 +221,9 @@ class Worker:
         return 0
 
     def _serve(self, listener: socket.socket, site: Site,
-               names: ServerNames[Site] | None) -> Listener:
+               names: ServerNames[Site] | None, proxy_protocol: bool = False) -> Listener:
         sock = socket.socket(listener.family, listener.type, fileno=os.dup(listener.fileno()))
-        server = Listener(sock, site, self, names)
+        server = Listener(sock, site, self, names, proxy_protocol)
         server.start()
         return server
 
