@@ -15,6 +15,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from prefork_proxy import tls
 from prefork_proxy.values import Address, parse_address, parse_duration, parse_size
 
 
@@ -235,6 +236,41 @@ class ClientLimits:
 
 CLIENT_LIMITS = tuple(f.name for f in fields(ClientLimits))
 
+TLS_PROTOCOLS = ("TLSv1.2", "TLSv1.3")
+
+
+def _tls_protocols(value: object) -> tuple[str, ...]:
+    if (not isinstance(value, list) or not value
+            or any(item not in TLS_PROTOCOLS for item in value)):
+        raise ValueError(f"{value!r} is not a non-empty list of {' and '.join(TLS_PROTOCOLS)}")
+    return tuple(item for item in TLS_PROTOCOLS if item in value)
+
+
+def _optional_path(value: object) -> str | None:
+    return os.path.abspath(_text(value)) if value else None
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """nginx's ssl_* settings for a server's `ssl` listeners (prefork_proxy/tls.py).
+
+    Set at the top level of the file as defaults; a `[[server]]` may override any."""
+
+    # PEM files; both are required by a server with an `ssl` listen.
+    ssl_certificate: str | None = _setting(None, _optional_path)
+    ssl_certificate_key: str | None = _setting(None, _optional_path)
+    ssl_protocols: tuple[str, ...] = _setting(TLS_PROTOCOLS, _tls_protocols)
+    # nginx's default; OpenSSL cipher-list syntax, for TLS 1.2 (TLS 1.3's suites are
+    # OpenSSL's defaults: the stdlib cannot set them).
+    ssl_ciphers: str = _setting("HIGH:!aNULL:!MD5", _text)
+    ssl_session_tickets: bool = _setting(True, _boolean)
+    # nginx's default. The stdlib cannot set the session lifetime (SSL_CTX_set_timeout):
+    # checked and kept, but OpenSSL's default lifetime (2 h) applies.
+    ssl_session_timeout: float = _setting(300.0, _timeout)
+
+
+TLS_SETTINGS = tuple(f.name for f in fields(TlsSettings))
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -288,6 +324,7 @@ class Server:
     listen: tuple[Listen, ...]
     locations: tuple[Location, ...]
     client: ClientLimits = ClientLimits()
+    tls: TlsSettings = TlsSettings()
 
 
 @dataclass(frozen=True)
@@ -315,9 +352,14 @@ class Config:
     group: str | None = _setting(None, _optional_text)
     # The defaults of every server's ClientLimits (`client_header_timeout`...).
     client: ClientLimits = ClientLimits()
+    # The defaults of every server's TlsSettings (`ssl_certificate`...).
+    tls: TlsSettings = TlsSettings()
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     servers: tuple[Server, ...] = ()
     status: Status = Status()
+    # The SSLContext of each `ssl` listen address, built once per loaded file (before
+    # the workers fork: they all hold the same session ticket keys, new per reload).
+    tls_contexts: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def listens(self) -> dict[str, Listen]:
@@ -407,12 +449,18 @@ class _Reader:
         own = {name: value for name, value in table.items() if name in CLIENT_LIMITS}
         return replace(defaults, **self.settings(ClientLimits, own, key, skip=()))
 
+    def tls_settings(self, table: dict, key: str, defaults: TlsSettings) -> TlsSettings:
+        """The `ssl_*` settings of `table` over `defaults`."""
+        own = {name: value for name, value in table.items() if name in TLS_SETTINGS}
+        return replace(defaults, **self.settings(TlsSettings, own, key, skip=()))
+
     def server(self, table: object, key: str, upstreams: dict[str, Upstream],
-               client: ClientLimits) -> Server:
+               client: ClientLimits, tls_defaults: TlsSettings) -> Server:
         if not isinstance(table, dict):
             raise self.error(key, "must be a table")
         for name in table:
-            if name not in ("listen", "location") and name not in CLIENT_LIMITS:
+            if (name not in ("listen", "location") and name not in CLIENT_LIMITS
+                    and name not in TLS_SETTINGS):
                 raise self.error(f"{key}.{name}", "unknown setting")
         listen_texts = table.get("listen")
         if not isinstance(listen_texts, list) or not listen_texts:
@@ -447,7 +495,38 @@ class _Reader:
             if location.path in seen:
                 raise self.error(f"{key}.location[{index}].path", f"{location.path!r} repeats")
             seen.add(location.path)
-        return Server(tuple(listens), tuple(locations), self.client_limits(table, key, client))
+        return Server(tuple(listens), tuple(locations), self.client_limits(table, key, client),
+                      self.tls_settings(table, key, tls_defaults))
+
+    def tls_contexts(self, servers: tuple[Server, ...], tables: list,
+                     top: dict) -> dict[str, Any]:
+        """Every ssl listen's SSLContext, its certificate and key loaded now, so that
+        `-t` and a reload refuse a file OpenSSL cannot use, naming the key."""
+        contexts = {}
+        for index, server in enumerate(servers):
+            ssl_listens = [listen for listen in server.listen if listen.ssl]
+            if not ssl_listens:
+                continue
+
+            def where(name: str, index: int = index) -> str:
+                # The key as written: the server's own, else the top-level default.
+                return f"server[{index}].{name}" if name in tables[index] or name not in top \
+                    else name
+
+            settings = server.tls
+            for name in ("ssl_certificate", "ssl_certificate_key"):
+                if getattr(settings, name) is None:
+                    raise self.error(f"server[{index}].{name}",
+                                     f"required by the ssl listen {ssl_listens[0].key}")
+            for listen in ssl_listens:
+                try:
+                    contexts[listen.key] = tls.server_context(
+                        settings.ssl_certificate, settings.ssl_certificate_key,
+                        protocols=settings.ssl_protocols, ciphers=settings.ssl_ciphers,
+                        tickets=settings.ssl_session_tickets, http2=listen.http2)
+                except tls.TlsFileError as exc:
+                    raise self.error(where(exc.setting), exc.reason) from None
+        return contexts
 
 
 def _parse_target(
@@ -487,12 +566,14 @@ def parse_config(data: dict, file: str) -> Config:
     """Build a Config from an already-parsed TOML document."""
     reader = _Reader(file)
     top = reader.settings(Config, data, "",
-                          skip=("upstream", "server", "workers", "status", *CLIENT_LIMITS))
+                          skip=("upstream", "server", "workers", "status", *CLIENT_LIMITS,
+                                *TLS_SETTINGS))
     if top.get("group") and not top.get("user"):
         # Without `user` the workers would keep the master's uid (root, to bind).
         raise reader.error("group", "needs `user` too: workers change group only "
                                     "when they drop to a user")
     client = reader.client_limits(data, "", ClientLimits())
+    tls_defaults = reader.tls_settings(data, "", TlsSettings())
     try:
         workers = _worker_count(data.get("workers", "auto"))
     except ValueError as exc:
@@ -505,7 +586,7 @@ def parse_config(data: dict, file: str) -> Config:
     if not isinstance(server_tables, list) or not server_tables:
         raise reader.error("server", "needs at least one [[server]] with a listen address")
     servers = tuple(
-        reader.server(item, f"server[{index}]", upstreams, client)
+        reader.server(item, f"server[{index}]", upstreams, client, tls_defaults)
         for index, item in enumerate(server_tables)
     )
     owners: dict[str, int] = {}
@@ -524,8 +605,10 @@ def parse_config(data: dict, file: str) -> Config:
     if status.key in owners:
         raise reader.error("status.listen",
                            f"{status.key} is already used by server[{owners[status.key]}]")
+    contexts = reader.tls_contexts(servers, server_tables, data)
     return Config(path=os.path.abspath(file), workers=workers, upstreams=upstreams,
-                  servers=servers, client=client, status=status, **top)
+                  servers=servers, client=client, tls=tls_defaults, status=status,
+                  tls_contexts=contexts, **top)
 
 
 def load_config(path: str) -> Config:

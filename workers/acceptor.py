@@ -23,12 +23,14 @@ import _socket
 import errno
 import logging
 import socket
+import ssl
 from typing import TYPE_CHECKING, Any
 
 from gevent import get_hub
 
 from workers.client import ClientConnection
 from workers.stream import Stream
+from workers.tls_handshake import Handshake
 
 if TYPE_CHECKING:
     from workers.worker import Site, Worker
@@ -45,9 +47,10 @@ class Listener:
     """One listening socket of a worker, accepting in a callback."""
 
     __slots__ = ("sock", "site", "worker", "tcp", "family", "server_port", "watcher", "closed",
-                 "yielded")
+                 "yielded", "tls")
 
-    def __init__(self, sock: socket.socket, site: Site, worker: Worker) -> None:
+    def __init__(self, sock: socket.socket, site: Site, worker: Worker,
+                 tls: ssl.SSLContext | None = None) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.site = site
@@ -58,6 +61,7 @@ class Listener:
         self.watcher = get_hub().loop.io(sock.fileno(), 1)
         self.closed = False
         self.yielded = False  # the last wake-up left the connection to a sibling
+        self.tls = tls  # a `listen ... ssl`: its context (prefork_proxy/tls.py)
 
     def start(self) -> None:
         if not self.closed:
@@ -103,6 +107,8 @@ class Listener:
             timer = get_hub().loop.timer(RETRY_DELAY)
             timer.start(self._retry, timer)
             return
+        if self.tls is not None:
+            return self._accept_tls(fd, address)
         # The C socket type: none of socket.socket's Python layer is used.
         sock = _socket.socket(self.family, socket.SOCK_STREAM, 0, fd)
         client = Stream(sock)
@@ -111,3 +117,13 @@ class Listener:
         conn = ClientConnection(client, address, self.site, self.server_port)
         worker.opened(conn)
         conn.start()
+
+    def _accept_tls(self, fd: int, address: object) -> None:
+        """A TLS connection: its handshake first, in callbacks (workers/tls_handshake.py).
+        The stdlib's ssl wraps a socket.socket, not the C type."""
+        sock = socket.socket(self.family, socket.SOCK_STREAM, 0, fd)
+        if self.tcp:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = ClientConnection(Stream(sock), address, self.site, self.server_port, tls=True)
+        self.worker.opened(conn)
+        Handshake(conn, self.tls).start()

@@ -33,14 +33,16 @@ if TYPE_CHECKING:
 class ClientConnection:
     __slots__ = ("sock", "client_addr", "client_ip", "client_port", "server_port", "site",
                  "reader", "status", "body_bytes", "response_started", "body_timeout",
-                 "send_timeout", "requests", "driver", "closed",
+                 "send_timeout", "requests", "driver", "closed", "tls",
                  # for the access log and the metrics (workers/metrics.py)
                  "started", "location_row", "upstream_peer", "upstream_status",
                  "upstream_time", "request_id", "forwarded_request_id", "keeps_request_id")
 
     def __init__(self, sock: Stream, address: object, site: Site,
-                 server_port: bytes = b"") -> None:
+                 server_port: bytes = b"", tls: bool = False) -> None:
         self.sock = sock
+        # Over TLS (workers/tls_handshake.py): X-Forwarded-Proto https, uwsgi HTTPS=on.
+        self.tls = tls
         self.site = site  # the listener's Site: router, worker state, access log
         self.server_port = server_port  # the listener's port; b"" on a unix socket
         if isinstance(address, tuple):
@@ -69,19 +71,21 @@ class ClientConnection:
         self.request_id: str | None = None
         self.forwarded_request_id: bytes | None = None
         self.keeps_request_id = site.trusted_ids.trusts(self.client_addr)
+        stats.connections += 1  # from the accept (a TLS handshake counts, as in nginx)
 
     def keep_alive_allowed(self, request: Request) -> bool:
         site = self.site
         return (request.keep_alive and not site.worker.draining
                 and self.requests < site.keepalive_requests)
 
-    def start(self) -> None:
-        """Serve the connection, in the driver's callbacks (no greenlet of its own)."""
-        stats.connections += 1
+    def start(self, first_deadline: float | None = None) -> None:
+        """Serve the connection, in the driver's callbacks (no greenlet of its own).
+        `first_deadline`: when the first head is due, if not client_header_timeout
+        from now (a TLS handshake took part of that time)."""
         self.driver = driver.Driver(self)
         # nginx client_header_timeout: the first request's head is due this long
         # after the accept (a silent connection is closed then, slowloris too).
-        self.driver.start(_monotonic() + self.site.header_timeout)
+        self.driver.start(first_deadline or _monotonic() + self.site.header_timeout)
 
     def ended(self, outcome: tuple) -> None:
         """The driver is done with the connection: close it, or run its tunnel."""

@@ -16,6 +16,7 @@ import os
 import pwd
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Iterable
 from itertools import islice
@@ -170,7 +171,8 @@ class Worker:
         for server in self.config.servers:
             site = Site(server, self)
             for listen in server.listen:
-                self.servers.append(self._serve(self.sockets[listen.key], site))
+                self.servers.append(self._serve(self.sockets[listen.key], site,
+                                                self.config.tls_contexts.get(listen.key)))
         status_key = self.config.status.key
         if status_key is not None:
             # Imported only here: pywsgi and gevent-websocket add about 7 MiB to a
@@ -208,9 +210,10 @@ class Worker:
         self.access_log.flush()
         return 0
 
-    def _serve(self, listener: socket.socket, site: Site) -> Listener:
+    def _serve(self, listener: socket.socket, site: Site,
+               tls: ssl.SSLContext | None = None) -> Listener:
         sock = socket.socket(listener.family, listener.type, fileno=os.dup(listener.fileno()))
-        server = Listener(sock, site, self)
+        server = Listener(sock, site, self, tls)
         server.start()
         return server
 
