@@ -90,3 +90,13 @@ class CertificateAuthority:
         """A client context that trusts this CA only (and checks host names)."""
         context = ssl.create_default_context(cadata=self.pem.decode())
         return context
+
+
+def with_tls(config_text: str, certificate: Path, key: str | Path) -> str:
+    """`config_text` (one server on `{port}`, as tests/support/configs.py writes it)
+    with that listen made `ssl`, and the certificate and key set."""
+    plain = 'listen = ["127.0.0.1:{port}"]\n'
+    assert plain in config_text
+    return config_text.replace(plain, 'listen = ["127.0.0.1:{port} ssl"]\n'
+                               f'ssl_certificate = "{certificate}"\n'
+                               f'ssl_certificate_key = "{key}"\n')
