@@ -519,9 +519,11 @@ class _Reader:
                     raise self.error(f"server[{index}].{name}",
                                      f"required by the ssl listen {ssl_listens[0].key}")
             for listen in ssl_listens:
+                # One server per address for now: the several servers of an address
+                # (virtual hosts) become more entries, each with its server_name list.
                 try:
-                    contexts[listen.key] = tls.server_context(
-                        settings.ssl_certificate, settings.ssl_certificate_key,
+                    contexts[listen.key] = tls.address_context(
+                        [((), settings.ssl_certificate, settings.ssl_certificate_key)],
                         protocols=settings.ssl_protocols, ciphers=settings.ssl_ciphers,
                         tickets=settings.ssl_session_tickets, http2=listen.http2)
                 except tls.TlsFileError as exc:

@@ -27,11 +27,66 @@ _VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_
 
 
 class TlsFileError(Exception):
-    """What is wrong with one ssl_* setting: `setting` names it (config.py adds where)."""
+    """What is wrong with one ssl_* setting: `setting` names it, `server` is the index
+    of the server in address_context's list (config.py adds where)."""
 
-    def __init__(self, setting: str, reason: str) -> None:
+    def __init__(self, setting: str, reason: str, server: int = 0) -> None:
         super().__init__(f"{setting}: {reason}")
-        self.setting, self.reason = setting, reason
+        self.setting, self.reason, self.server = setting, reason, server
+
+
+def address_context(servers: Sequence[tuple[Sequence[str], str, str]], default: int = 0,
+                    **settings: object) -> ssl.SSLContext:
+    """The one context of a listen address shared by `servers`, each given as
+    (checked server names, certificate path, key path); `default` is the index of
+    the address's default server. `settings` go to server_context for every server
+    (the ssl_* settings and http2, which belong to the address in nginx).
+
+    A client that names a server (SNI, RFC 6066 §3) gets that server's certificate:
+    the context's sni_callback switches the connection to the server's context,
+    chosen as a Host is (workers/server_names.py). No name, or a name no server
+    has: the default server's certificate."""
+    contexts = []
+    for index, (_, certificate, key) in enumerate(servers):
+        try:
+            contexts.append(server_context(certificate, key, **settings))
+        except TlsFileError as exc:
+            exc.server = index
+            raise
+    front = contexts[default]
+    if len(servers) > 1:
+        front.sni_callback = _ByServerName(
+            [(names, context) for (names, _, _), context in zip(servers, contexts, strict=True)],
+            front)
+    return front
+
+
+class _ByServerName:
+    """An sni_callback: the server context for the name the client sent."""
+
+    __slots__ = ("entries", "default", "names", "valid_host")
+
+    def __init__(self, entries: list[tuple[Sequence[str], ssl.SSLContext]],
+                 default: ssl.SSLContext) -> None:
+        self.entries, self.default = entries, default
+        self.names = self.valid_host = None  # made on the first call (in a worker)
+
+    def __call__(self, connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None,
+                 context: ssl.SSLContext) -> None:
+        if server_name is None:
+            return  # no SNI: the default server's certificate (the context as is)
+        names = self.names
+        if names is None:
+            # Imported here: the callback runs in workers only, and the master
+            # imports nothing of workers/ (DESIGN.md); server_names.py is pure.
+            from workers.server_names import ServerNames, valid_host
+
+            names = self.names = ServerNames(self.entries, self.default)
+            self.valid_host = valid_host
+        # The name as a Host is read (lowercased, no trailing dot; None if invalid).
+        chosen = names.match(self.valid_host(server_name.encode("ascii", "replace")))
+        if chosen is not context:
+            connection.context = chosen
 
 
 def server_context(certificate: str, key: str, *, protocols: Sequence[str] = tuple(_VERSIONS),
