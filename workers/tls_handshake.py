@@ -72,12 +72,15 @@ class Handshake:
             first = b""
         if not first:
             return self._close()
-        if first != _HANDSHAKE_RECORD:
+        # nginx's ngx_http_ssl_handshake: a handshake record, or an SSLv2-style hello
+        # (its high bit set; OpenSSL then refuses it as any old protocol).
+        if first != _HANDSHAKE_RECORD and not first[0] & 0x80:
             return self._plain_http(raw)
         self.stream.read_event.stop()
         try:
-            self.tls = self.context.wrap_socket(raw, server_side=True,
-                                                do_handshake_on_connect=False)
+            # (wrap_socket takes the descriptor over: `raw` is left detached)
+            self.tls = self.stream.sock = self.context.wrap_socket(
+                raw, server_side=True, do_handshake_on_connect=False)
         except OSError as exc:
             return self._failed(exc)
         self._step()
@@ -139,7 +142,6 @@ class Handshake:
         self._close()
 
     def _close(self) -> None:
+        """Close with no close_notify (the stream's socket is still the SSLSocket)."""
         self._stop_watching()
-        if self.tls is not None:
-            self.stream.sock = self.tls  # closed without a close_notify: no session
         self.conn.abort()
