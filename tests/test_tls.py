@@ -118,6 +118,24 @@ def test_a_1mib_post_and_a_1mib_reply_arrive_intact(site: Site,
     assert sha256(reply.body) == sha256(b"x" * (1 << 20))
 
 
+def test_a_4mib_reply_to_a_client_with_a_small_receive_buffer_arrives_intact(
+        site: Site, ca: CertificateAuthority) -> None:
+    # The proxy's sends meet a full socket again and again (want-write): each retry
+    # must carry the same bytes on, none twice, none lost.
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(10)
+    raw.connect(("127.0.0.1", site.port))
+    wire = Wire.__new__(Wire)
+    wire.sock = ca.client_context().wrap_socket(raw, server_hostname="a.test")
+    wire.buffer = b""
+    with wire:
+        wire.send(request("GET", f"/bytes/{4 << 20}", host="a.test"))
+        reply = wire.response()
+    assert reply.status == 200
+    assert sha256(reply.body) == sha256(b"x" * (4 << 20))
+
+
 def test_curl_fetches_over_https_with_the_test_ca(site: Site, ca: CertificateAuthority,
                                                   tmp_path: Path) -> None:
     ca_file = ca.write(tmp_path)

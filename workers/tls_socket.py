@@ -14,10 +14,13 @@ for a watcher that never fires. A record holds at most 16 KiB of plaintext
 socket per read: so every read here asks for at least RECORD bytes, and
 nothing is ever left pending between two calls.
 
-A send goes on record after record until the socket is full (OpenSSL's
-partial-write mode returns after each record), and a retry after a
-want-write passes the same bytes again, as OpenSSL requires: the callers
-retry with what was not taken.
+A send is all or nothing: the stdlib leaves OpenSSL's partial-write mode
+off, so SSL_write takes the whole buffer, or writes what the socket takes,
+remembers how far it got and answers want-write. Here that is a send of 0
+bytes (BlockingIOError), and every caller (the driver, buffering.HeldOutput,
+the tunnel, Stream.sendall) then retries with the same bytes, possibly more
+after them, from another buffer (the stdlib sets ACCEPT_MOVING_WRITE_BUFFER):
+OpenSSL goes on where it stopped, and no byte is sent twice.
 """
 
 from __future__ import annotations
@@ -41,16 +44,23 @@ class TlsSocket:
         self.tls = tls
 
     def recv(self, size: int, flags: int = 0) -> bytes:
-        """Up to about `size` bytes (at least one whole record's worth is asked for);
-        b"" at the end. With MSG_PEEK (the driver's close check): whether something
-        is waiting, from the descriptor itself, as nginx's ngx_http_test_reading."""
+        """Up to about `size` bytes, whole records only (at least one record's worth
+        is asked for, so a little more than `size` may come); b"" at the end.
+        With MSG_PEEK (the driver's close check): whether something is waiting,
+        from the descriptor itself, as nginx's ngx_http_test_reading."""
         tls = self.tls
         if flags:
             if tls.pending():
                 return b"\0"
             return _raw_recv(tls, 1, flags)
-        pieces = []
-        got = 0
+        try:
+            data = tls.recv(max(size, RECORD))
+        except _WOULD_BLOCK:
+            raise BlockingIOError("TLS: no whole record yet") from None
+        if len(data) < RECORD or len(data) >= size:
+            return data  # (a short record: the next one, if any, wakes the watcher)
+        pieces = [data]  # a full record: more may be waiting, read them now
+        got = len(data)
         try:
             while got < size:
                 data = tls.recv(max(size - got, RECORD))
@@ -58,44 +68,40 @@ class TlsSocket:
                     break
                 pieces.append(data)
                 got += len(data)
+                if len(data) < RECORD:
+                    break
         except _WOULD_BLOCK:
-            if not pieces:
-                raise BlockingIOError("TLS: no whole record yet") from None
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            pass
+        return b"".join(pieces)
 
     def recv_into(self, buffer: bytearray | memoryview, nbytes: int = 0) -> int:
-        """Records into `buffer` (at least RECORD bytes long) until it has less than a
-        record's room, or the socket is empty; 0 at the end."""
+        """Records into `buffer` until it has less than a record's room, or the socket
+        is empty; 0 at the end. `buffer` holds a record at least (the tunnel's are
+        1 MiB: workers/buffers.py): a smaller one could leave plaintext pending."""
         tls = self.tls
         view = memoryview(buffer)
         size = nbytes or len(view)
+        if size < RECORD:
+            raise ValueError(f"a TLS read needs room for a record ({RECORD} bytes)")
         got = 0
         try:
             while size - got >= RECORD:
                 count = tls.recv_into(view[got:size], size - got)
-                if not count:
-                    break
                 got += count
+                if count < RECORD:  # the end, or a short record: the last one waiting
+                    break
         except _WOULD_BLOCK:
             if not got:
                 raise BlockingIOError("TLS: no whole record yet") from None
         return got
 
     def send(self, data: bytes | memoryview) -> int:
-        tls = self.tls
+        """All of `data`, or BlockingIOError: then the next send must start with the
+        same bytes (module docstring)."""
         try:
-            sent = tls.send(data)
+            return self.tls.send(data)
         except _WOULD_BLOCK:
             raise BlockingIOError("TLS: the socket is full") from None
-        total = len(data)
-        if sent < total:
-            view = memoryview(data)
-            try:
-                while sent < total:
-                    sent += tls.send(view[sent:])
-            except _WOULD_BLOCK:
-                pass
-        return sent
 
     def close(self) -> None:
         """Send close_notify if the socket takes it now (nginx: a non-blocking
