@@ -247,7 +247,7 @@ def _tls_protocols(value: object) -> tuple[str, ...]:
 
 
 def _optional_path(value: object) -> str | None:
-    return os.path.abspath(_text(value)) if value else None
+    return _text(value) or None
 
 
 @dataclass(frozen=True)
@@ -452,7 +452,12 @@ class _Reader:
     def tls_settings(self, table: dict, key: str, defaults: TlsSettings) -> TlsSettings:
         """The `ssl_*` settings of `table` over `defaults`."""
         own = {name: value for name, value in table.items() if name in TLS_SETTINGS}
-        return replace(defaults, **self.settings(TlsSettings, own, key, skip=()))
+        values = self.settings(TlsSettings, own, key, skip=())
+        for name in ("ssl_certificate", "ssl_certificate_key"):
+            if values.get(name):  # nginx: a relative path is from the config's directory
+                values[name] = os.path.join(os.path.dirname(os.path.abspath(self.file)),
+                                            values[name])
+        return replace(defaults, **values)
 
     def server(self, table: object, key: str, upstreams: dict[str, Upstream],
                client: ClientLimits, tls_defaults: TlsSettings) -> Server:

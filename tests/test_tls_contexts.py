@@ -165,3 +165,12 @@ def test_bad_ssl_settings_are_errors_naming_the_key(ca, tmp_path, setting, messa
     with pytest.raises(ConfigError) as caught:
         load_config(str(path))
     assert str(caught.value).startswith(f"{path}: {message}")
+
+
+def test_relative_certificate_paths_are_read_from_the_configs_directory(ca, tmp_path):
+    ca.leaf(tmp_path, ["a.test"])
+    path = write_config(tmp_path, 'ssl_certificate = "a.test.crt"\n'
+                                  'ssl_certificate_key = "a.test.key"\n')
+    settings = load_config(str(path)).servers[0].tls
+    assert settings.ssl_certificate == str(tmp_path / "a.test.crt")
+    assert settings.ssl_certificate_key == str(tmp_path / "a.test.key")
