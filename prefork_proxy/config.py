@@ -16,7 +16,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from prefork_proxy import proxy_ssl, shared_addresses
+from prefork_proxy import proxy_ssl, shared_addresses, tls
 from prefork_proxy.host_names import check_server_name
 from prefork_proxy.proxy_ssl import UpstreamTls
 from prefork_proxy.values import Address, parse_address, parse_duration, parse_size
@@ -275,6 +275,41 @@ class ClientLimits:
 
 CLIENT_LIMITS = tuple(f.name for f in fields(ClientLimits))
 
+TLS_PROTOCOLS = ("TLSv1.2", "TLSv1.3")
+
+
+def _tls_protocols(value: object) -> tuple[str, ...]:
+    if (not isinstance(value, list) or not value
+            or any(item not in TLS_PROTOCOLS for item in value)):
+        raise ValueError(f"{value!r} is not a non-empty list of {' and '.join(TLS_PROTOCOLS)}")
+    return tuple(item for item in TLS_PROTOCOLS if item in value)
+
+
+def _optional_path(value: object) -> str | None:
+    return _text(value) or None
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """nginx's ssl_* settings for a server's `ssl` listeners (prefork_proxy/tls.py).
+
+    Set at the top level of the file as defaults; a `[[server]]` may override any."""
+
+    # PEM files; both are required by a server with an `ssl` listen.
+    ssl_certificate: str | None = _setting(None, _optional_path)
+    ssl_certificate_key: str | None = _setting(None, _optional_path)
+    ssl_protocols: tuple[str, ...] = _setting(TLS_PROTOCOLS, _tls_protocols)
+    # nginx's default; OpenSSL cipher-list syntax, for TLS 1.2 (TLS 1.3's suites are
+    # OpenSSL's defaults: the stdlib cannot set them).
+    ssl_ciphers: str = _setting("HIGH:!aNULL:!MD5", _text)
+    ssl_session_tickets: bool = _setting(True, _boolean)
+    # nginx's default. The stdlib cannot set the session lifetime (SSL_CTX_set_timeout):
+    # checked and kept, but OpenSSL's default lifetime (2 h) applies.
+    ssl_session_timeout: float = _setting(300.0, _timeout)
+
+
+TLS_SETTINGS = tuple(f.name for f in fields(TlsSettings))
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -361,6 +396,7 @@ class Server:
     # among those sharing a listen address; none: only as the address's default.
     names: tuple[str, ...] = ()
     real_ip: RealIp = RealIp()
+    tls: TlsSettings = TlsSettings()
 
 
 @dataclass(frozen=True)
@@ -390,9 +426,14 @@ class Config:
     client: ClientLimits = ClientLimits()
     # The defaults of every server's RealIp, and the status listener's rule.
     real_ip: RealIp = RealIp()
+    # The defaults of every server's TlsSettings (`ssl_certificate`...).
+    tls: TlsSettings = TlsSettings()
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     servers: tuple[Server, ...] = ()
     status: Status = Status()
+    # The SSLContext of each `ssl` listen address, built once per loaded file (before
+    # the workers fork: they all hold the same session ticket keys, new per reload).
+    tls_contexts: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def listens(self) -> dict[str, Listen]:
@@ -541,6 +582,16 @@ class _Reader:
         own = {name: value for name, value in table.items() if name in REAL_IP}
         return replace(defaults, **self.settings(RealIp, own, key, skip=()))
 
+    def tls_settings(self, table: dict, key: str, defaults: TlsSettings) -> TlsSettings:
+        """The `ssl_*` settings of `table` over `defaults`."""
+        own = {name: value for name, value in table.items() if name in TLS_SETTINGS}
+        values = self.settings(TlsSettings, own, key, skip=())
+        for name in ("ssl_certificate", "ssl_certificate_key"):
+            if values.get(name):  # nginx: a relative path is from the config's directory
+                values[name] = os.path.join(os.path.dirname(os.path.abspath(self.file)),
+                                            values[name])
+        return replace(defaults, **values)
+
     def listen(self, text: object, where: str) -> Listen:
         if not isinstance(text, str):
             raise self.error(where, f"{text!r} is not a string")
@@ -572,12 +623,14 @@ class _Reader:
         return tuple(names)
 
     def server(self, table: object, key: str, upstreams: dict[str, Upstream],
-               client: ClientLimits, real_ip: RealIp) -> Server | None:
+               client: ClientLimits, real_ip: RealIp,
+               tls_defaults: TlsSettings) -> Server | None:
         """A server, or None when it has no usable listen address or location (reported)."""
         if not isinstance(table, dict):
             raise self.error(key, "must be a table")
         for name in table:
-            if name not in _SERVER_KEYS and name not in CLIENT_LIMITS and name not in REAL_IP:
+            if (name not in _SERVER_KEYS and name not in CLIENT_LIMITS and name not in REAL_IP
+                    and name not in TLS_SETTINGS):
                 self.report(f"{key}.{name}", "unknown setting")
         names = self.server_names(table.get("server_name", []), f"{key}.server_name")
         listen_texts = table.get("listen")
@@ -603,9 +656,51 @@ class _Reader:
             seen.add(location.path)
         limits = self.client_limits(table, key, client)
         own_real_ip = self.real_ip(table, key, real_ip)
+        own_tls = self.tls_settings(table, key, tls_defaults)
         if None in listens or None in locations or not listens or not locations:
             return None  # its errors are reported; the cross checks skip it
-        return Server(tuple(listens), tuple(locations), limits, names, own_real_ip)
+        return Server(tuple(listens), tuple(locations), limits, names, own_real_ip, own_tls)
+
+    def tls_contexts(self, servers: list[tuple[int, Server]], tables: list,
+                     top: dict) -> dict[str, Any]:
+        """Every ssl address's SSLContext, its servers' certificates and keys loaded
+        now, so that `-t` and a reload refuse a file OpenSSL cannot use, naming the
+        key. The servers sharing an address are told apart by SNI (tls.py); the
+        address's settings (protocols, ciphers, tickets, http2) are its default
+        server's, as nginx takes the address's parameters from one place."""
+        index_of = {id(server): index for index, server in servers}
+
+        def where(index: int, name: str) -> str:
+            # The key as written: the server's own, else the top-level default.
+            return f"server[{index}].{name}" if name in tables[index] or name not in top \
+                else name
+
+        contexts = {}
+        missing = set()
+        for key, (default, sharing) in shared_addresses.by_address(
+                server for _, server in servers).items():
+            listen = next(item for item in default.listen if item.key == key)
+            if not listen.ssl:
+                continue
+            for server in sharing:
+                for name in ("ssl_certificate", "ssl_certificate_key"):
+                    if getattr(server.tls, name) is None and (id(server), name) not in missing:
+                        missing.add((id(server), name))
+                        self.report(f"server[{index_of[id(server)]}].{name}",
+                                    f"required by the ssl listen {key}")
+            if missing:
+                continue
+            settings = default.tls
+            try:
+                contexts[key] = tls.address_context(
+                    [(server.names, server.tls.ssl_certificate, server.tls.ssl_certificate_key)
+                     for server in sharing],
+                    default=sharing.index(default),
+                    protocols=settings.ssl_protocols, ciphers=settings.ssl_ciphers,
+                    tickets=settings.ssl_session_tickets, http2=listen.http2)
+            except tls.TlsFileError as exc:
+                self.report(where(index_of[id(sharing[exc.server])], exc.setting), exc.reason)
+        return contexts
 
 
 _SERVER_KEYS = ("listen", "location", "server_name")
@@ -666,13 +761,14 @@ def parse_config(data: dict, file: str) -> Config:
     reader = _Reader(file)
     top = reader.settings(Config, data, "",
                           skip=("upstream", "server", "workers", "status", *CLIENT_LIMITS,
-                                *REAL_IP))
+                                *REAL_IP, *TLS_SETTINGS))
     if top.get("group") and not top.get("user"):
         # Without `user` the workers would keep the master's uid (root, to bind).
         reader.report("group", "needs `user` too: workers change group only "
                                "when they drop to a user")
     client = reader.client_limits(data, "", ClientLimits())
     real_ip = reader.real_ip(data, "", RealIp())
+    tls_defaults = reader.tls_settings(data, "", TlsSettings())
     workers = 1
     try:
         workers = _worker_count(data.get("workers", "auto"))
@@ -690,7 +786,7 @@ def parse_config(data: dict, file: str) -> Config:
     else:
         for index, item in enumerate(server_tables):
             server = reader.part(reader.server, item, f"server[{index}]", upstreams, client,
-                                 real_ip)
+                                 real_ip, tls_defaults)
             if server is not None:
                 servers.append((index, server))
     for key, message in shared_addresses.check(servers):
@@ -705,11 +801,13 @@ def parse_config(data: dict, file: str) -> Config:
     if status.key in owners:
         reader.report("status.listen",
                       f"{status.key} is already used by server[{owners[status.key]}]")
+    contexts = reader.tls_contexts(servers, server_tables or [], data)
     if reader.errors:
         raise ConfigError.of(reader.errors)
     return Config(path=os.path.abspath(file), workers=workers, upstreams=upstreams,
                   servers=tuple(server for _, server in servers), client=client,
-                  real_ip=real_ip, status=status, **top)
+                  real_ip=real_ip, tls=tls_defaults, status=status,
+                  tls_contexts=contexts, **top)
 
 
 def load_config(path: str) -> Config:

@@ -23,6 +23,7 @@ import _socket
 import errno
 import logging
 import socket
+import ssl
 from typing import TYPE_CHECKING, Any
 
 from gevent import get_hub
@@ -46,10 +47,11 @@ class Listener:
     """One listening socket of a worker, accepting in a callback."""
 
     __slots__ = ("sock", "site", "names", "worker", "tcp", "family", "server_port", "watcher",
-                 "closed", "yielded", "proxy_protocol")
+                 "closed", "yielded", "proxy_protocol", "tls")
 
     def __init__(self, sock: socket.socket, site: Site, worker: Worker,
-                 names: ServerNames[Site] | None = None, proxy_protocol: bool = False) -> None:
+                 names: ServerNames[Site] | None = None, proxy_protocol: bool = False,
+                 tls: ssl.SSLContext | None = None) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.site = site  # the address's default server
@@ -62,6 +64,7 @@ class Listener:
         self.closed = False
         self.yielded = False  # the last wake-up left the connection to a sibling
         self.proxy_protocol = proxy_protocol  # `listen = ["... proxy_protocol"]`
+        self.tls = tls  # a `listen ... ssl`: its context (prefork_proxy/tls.py)
 
     def start(self) -> None:
         if not self.closed:
@@ -107,12 +110,17 @@ class Listener:
             timer = get_hub().loop.timer(RETRY_DELAY)
             timer.start(self._retry, timer)
             return
-        # The C socket type: none of socket.socket's Python layer is used.
-        sock = _socket.socket(self.family, socket.SOCK_STREAM, 0, fd)
+        if self.tls is None:
+            # The C socket type: none of socket.socket's Python layer is used.
+            sock = _socket.socket(self.family, socket.SOCK_STREAM, 0, fd)
+        else:
+            # The stdlib's ssl wraps a socket.socket, not the C type (the handshake
+            # runs in ClientConnection.start: workers/tls_handshake.py).
+            sock = socket.socket(self.family, socket.SOCK_STREAM, 0, fd)
         client = Stream(sock)
         if self.tcp:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = ClientConnection(client, address, self.site, self.server_port, self.names,
-                                self.proxy_protocol)
+                                self.proxy_protocol, self.tls)
         worker.opened(conn)
         conn.start()

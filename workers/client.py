@@ -12,6 +12,7 @@ reload rule 4).
 from __future__ import annotations
 
 import contextlib
+import ssl
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from workers.http1 import RequestReader
 from workers.proxy_header_step import ProxyHeaderStep
 from workers.stats import stats
 from workers.stream import Stream
+from workers.tls_handshake import Handshake
 from workers.tunnel import run_tunnel
 
 if TYPE_CHECKING:
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 class ClientConnection:
     __slots__ = ("sock", "client_addr", "client_ip", "client_port", "server_port", "site", "names",
                  "reader", "status", "body_bytes", "response_started", "body_timeout",
-                 "send_timeout", "requests", "driver", "closed",
+                 "send_timeout", "requests", "driver", "closed", "tls",
                  # for the access log and the metrics (workers/metrics.py)
                  "started", "location_row", "upstream_peer", "upstream_status",
                  "upstream_time", "request_id", "forwarded_request_id", "keeps_request_id",
@@ -48,8 +50,11 @@ class ClientConnection:
 
     def __init__(self, sock: Stream, address: object, site: Site,
                  server_port: bytes = b"", names: ServerNames[Site] | None = None,
-                 proxy_protocol: bool = False) -> None:
+                 proxy_protocol: bool = False, tls: ssl.SSLContext | None = None) -> None:
         self.sock = sock
+        # A `listen ... ssl` context (workers/tls_handshake.py runs the handshake);
+        # over TLS: X-Forwarded-Proto https, uwsgi HTTPS=on.
+        self.tls = tls
         # The Site of the request being served (router, limits, access log): the
         # address's default one until a request's host picks another (driver.py).
         self.site = site
@@ -79,6 +84,8 @@ class ClientConnection:
         # and whether this client's own id is kept ([status] trusted, asked once here).
         self.request_id: str | None = None
         self.forwarded_request_id: bytes | None = None
+
+        stats.connections += 1  # from the accept (a TLS handshake counts, as in nginx)
 
     def _set_peer(self, address: str, port: bytes) -> None:
         """The connection's own address: the request's client address until a
@@ -113,21 +120,28 @@ class ClientConnection:
                 and self.requests < site.keepalive_requests)
 
     def start(self) -> None:
-        """Serve the connection, in the driver's callbacks (no greenlet of its own);
-        on a proxy_protocol listener, its PROXY header first."""
-        stats.connections += 1
+        """Serve the connection, in callbacks (no greenlet of its own): on a
+        proxy_protocol listener its PROXY header first, then on an ssl one the TLS
+        handshake, then the driver."""
         # nginx client_header_timeout: the first request's head (and a PROXY header
-        # before it) is due this long after the accept (a silent connection is
-        # closed then, slowloris too).
+        # and a handshake before it) is due this long after the accept (a silent
+        # connection is closed then, slowloris too).
         deadline = _monotonic() + self.site.header_timeout
         if self.proxy_protocol:
-            self.preface = ProxyHeaderStep(self, lambda: self._serve(deadline))
+            self.preface = ProxyHeaderStep(self, lambda: self._after_preface(deadline))
             self.preface.start(deadline)
             return
-        self._serve(deadline)
+        self._after_preface(deadline)
 
-    def _serve(self, deadline: float) -> None:
+    def _after_preface(self, deadline: float) -> None:
         self.preface = None
+        if self.tls is not None:
+            Handshake(self, self.tls, deadline).start()
+            return
+        self.serve(deadline)
+
+    def serve(self, deadline: float) -> None:
+        """The driver takes over: the first head is due by `deadline`."""
         self.driver = driver.Driver(self)
         self.driver.start(deadline)
 

@@ -450,7 +450,7 @@ class Driver:
         if self.codec is exchange.HTTP_CODEC:
             self.head, self.body_mode = exchange.http_request_head(
                 request, location, self.conn.client_ip, spool_size,
-                self.conn.forwarded_request_id)
+                self.conn.forwarded_request_id, b"https" if self.conn.tls else b"http")
             return
         content_length = spool_size if spool_size is not None else request.content_length
         try:

@@ -77,16 +77,18 @@ def upgrade_asked(request: Request, location: Location) -> bytes | None:
 
 def http_request_head(request: Request, location: Location, client_ip: bytes,
                       body_size: int | None,
-                      request_id: bytes | None = None) -> tuple[bytes, int]:
+                      request_id: bytes | None = None,
+                      scheme: bytes = b"http") -> tuple[bytes, int]:
     """The head proxy_pass sends, and how the body follows it (BODY_*).
 
     `body_size` is the length of a body held whole (a buffered chunked body);
-    `request_id` is the X-Request-Id that replaces the client's (workers/request_id.py)."""
+    `request_id` is the X-Request-Id that replaces the client's (workers/request_id.py);
+    `scheme` is the client connection's (X-Forwarded-Proto: https over TLS)."""
     target = upstream_target(request, location)
     if request.lines is not None and request.connection_tokens <= header_rules.PLAIN_TOKENS:
         # A plain bodiless request (http1.py): its header lines are copied as they came.
         return header_rules.upstream_request_head_from_lines(
-            request.method, target, request.lines, client_ip=client_ip, scheme=b"http",
+            request.method, target, request.lines, client_ip=client_ip, scheme=scheme,
             host=request.host, framing=b"", request_id=request_id), BODY_NONE
     body = BODY_AS_IS if request.has_body else BODY_NONE
     if body_size is not None:
@@ -104,7 +106,7 @@ def http_request_head(request: Request, location: Location, client_ip: bytes,
         # (RFC 9112 §3.2): nginx's default, Host: $proxy_host (the upstream's name).
         headers = [*headers, (b"Host", location.upstream.name.encode())]
     head = header_rules.upstream_request_head(
-        request.method, target, headers, client_ip=client_ip, scheme=b"http",
+        request.method, target, headers, client_ip=client_ip, scheme=scheme,
         host=request.host, framing=framing, upgrade=upgrade_asked(request, location),
         tokens=request.connection_tokens, request_id=request_id)
     return head, body

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from workers.uwsgi_packet import UwsgiParams, encode_request_packet
+from workers.uwsgi_packet import UwsgiParams, build_vars, encode_packet, encode_request_packet
 
 if TYPE_CHECKING:
     from prefork_proxy.config import Location
@@ -38,6 +38,15 @@ def request_packet(conn: ClientConnection, request: Request, content_length: int
     var names' encodings are cached, bounded in bytes: uwsgi_packet.py). Our
     request id, if any, is HTTP_X_REQUEST_ID (workers/request_id.py).
     A unix listener has no ports: nginx sends "" for both."""
+    if conn.tls:  # uwsgi_params: REQUEST_SCHEME $scheme, HTTPS $https (on over TLS)
+        return encode_packet(build_vars(
+            method=request.method, target=request.target, path=request.path,
+            query=request.query, version=request.version, headers=request.headers,
+            remote_addr=conn.client_ip, remote_port=conn.client_port,
+            server_port=conn.server_port, server_name=_server_name(request, conn),
+            content_length=content_length, scheme=b"https", https=True, params=params,
+            request_id=conn.forwarded_request_id),
+            location.uwsgi_modifier1, location.uwsgi_modifier2)
     return encode_request_packet(
         method=request.method,
         target=request.target,

@@ -16,6 +16,7 @@ import os
 import pwd
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Iterable
 from itertools import islice
@@ -182,7 +183,8 @@ class Worker:
             names = virtual_hosts.address_names(default, servers, sites)
             listen = next(item for item in default.listen if item.key == key)
             self.servers.append(self._serve(self.sockets[key], sites[id(default)], names,
-                                            listen.proxy_protocol))
+                                            listen.proxy_protocol,
+                                            self.config.tls_contexts.get(key)))
         status_key = self.config.status.key
         if status_key is not None:
             # Imported only here: pywsgi and gevent-websocket add about 7 MiB to a
@@ -221,9 +223,10 @@ class Worker:
         return 0
 
     def _serve(self, listener: socket.socket, site: Site,
-               names: ServerNames[Site] | None, proxy_protocol: bool = False) -> Listener:
+               names: ServerNames[Site] | None, proxy_protocol: bool = False,
+               tls: ssl.SSLContext | None = None) -> Listener:
         sock = socket.socket(listener.family, listener.type, fileno=os.dup(listener.fileno()))
-        server = Listener(sock, site, self, names, proxy_protocol)
+        server = Listener(sock, site, self, names, proxy_protocol, tls)
         server.start()
         return server
 
