@@ -45,9 +45,10 @@ class Listener:
     """One listening socket of a worker, accepting in a callback."""
 
     __slots__ = ("sock", "site", "worker", "tcp", "family", "server_port", "watcher", "closed",
-                 "yielded")
+                 "yielded", "sniff_preface")
 
-    def __init__(self, sock: socket.socket, site: Site, worker: Worker) -> None:
+    def __init__(self, sock: socket.socket, site: Site, worker: Worker,
+                 http2: bool = False) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.site = site
@@ -58,6 +59,13 @@ class Listener:
         self.watcher = get_hub().loop.io(sock.fileno(), 1)
         self.closed = False
         self.yielded = False  # the last wake-up left the connection to a sibling
+        # `listen ... http2` without ssl: h2c prior knowledge or HTTP/1.1, by the first
+        # bytes (imported only then: h2 weighs a few MiB).
+        self.sniff_preface = None
+        if http2:
+            from workers.http2 import sniff_preface
+
+            self.sniff_preface = sniff_preface
 
     def start(self) -> None:
         if not self.closed:
@@ -110,4 +118,7 @@ class Listener:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = ClientConnection(client, address, self.site, self.server_port)
         worker.opened(conn)
-        conn.start()
+        if self.sniff_preface is not None:
+            self.sniff_preface(conn)
+        else:
+            conn.start()

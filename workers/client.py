@@ -75,13 +75,17 @@ class ClientConnection:
         return (request.keep_alive and not site.worker.draining
                 and self.requests < site.keepalive_requests)
 
-    def start(self) -> None:
-        """Serve the connection, in the driver's callbacks (no greenlet of its own)."""
+    def start(self, header_deadline: float | None = None) -> None:
+        """Serve the connection, in the driver's callbacks (no greenlet of its own).
+        `header_deadline`: when the first head is due, if not from now (an `http2`
+        listener has peeked at the first bytes: workers/http2/preface.py)."""
         stats.connections += 1
         self.driver = driver.Driver(self)
         # nginx client_header_timeout: the first request's head is due this long
         # after the accept (a silent connection is closed then, slowloris too).
-        self.driver.start(_monotonic() + self.site.header_timeout)
+        if header_deadline is None:
+            header_deadline = _monotonic() + self.site.header_timeout
+        self.driver.start(header_deadline)
 
     def ended(self, outcome: tuple) -> None:
         """The driver is done with the connection: close it, or run its tunnel."""

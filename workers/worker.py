@@ -84,7 +84,7 @@ class Site:
 
     __slots__ = ("router", "worker", "access_log", "header_timeout", "body_timeout",
                  "send_timeout", "keepalive_timeout", "keepalive_requests", "request_ids",
-                 "trusted_ids")
+                 "trusted_ids", "http2_max_concurrent_streams")
 
     def __init__(self, server: Server, worker: Worker) -> None:
         self.router = Router(server.locations)
@@ -100,6 +100,7 @@ class Site:
         # nginx: keepalive_timeout 0 disables keep-alive: every answer says close.
         self.keepalive_requests = (limits.client_keepalive_requests
                                    if self.keepalive_timeout > 0 else 1)
+        self.http2_max_concurrent_streams = limits.http2_max_concurrent_streams
 
     def log_request(self, conn: ClientConnection, request: Request | None) -> None:
         """The one accounting point of a request: its metrics, and its log line."""
@@ -170,7 +171,9 @@ class Worker:
         for server in self.config.servers:
             site = Site(server, self)
             for listen in server.listen:
-                self.servers.append(self._serve(self.sockets[listen.key], site))
+                # An ssl listener's h2 is chosen by ALPN in the TLS handshake.
+                self.servers.append(self._serve(self.sockets[listen.key], site,
+                                                listen.http2 and not listen.ssl))
         status_key = self.config.status.key
         if status_key is not None:
             # Imported only here: pywsgi and gevent-websocket add about 7 MiB to a
@@ -208,9 +211,9 @@ class Worker:
         self.access_log.flush()
         return 0
 
-    def _serve(self, listener: socket.socket, site: Site) -> Listener:
+    def _serve(self, listener: socket.socket, site: Site, http2: bool = False) -> Listener:
         sock = socket.socket(listener.family, listener.type, fileno=os.dup(listener.fileno()))
-        server = Listener(sock, site, self)
+        server = Listener(sock, site, self, http2)
         server.start()
         return server
 
