@@ -35,17 +35,27 @@ class Reply:
 
 
 class H2Client:
-    def __init__(self, port: int, timeout: float = 10.0) -> None:
+    def __init__(self, port: int, timeout: float = 10.0, raw_headers: bool = False,
+                 preface_split: int = 0) -> None:
+        """`raw_headers`: send header lists as written (malformed ones too);
+        `preface_split`: send that many bytes of the preface, then the rest 0.1 s later."""
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.port = port
-        self.conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding=None))
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=True, header_encoding=None,
+            validate_outbound_headers=not raw_headers,
+            normalize_outbound_headers=not raw_headers))
         self.conn.initiate_connection()
         self.replies: dict[int, Reply] = {}
         self.bodies: dict[int, memoryview] = {}  # request bytes still to send
         self.terminated: h2.events.ConnectionTerminated | None = None
         self.remote_settings: dict = {}
         self.closed = False
+        if preface_split:
+            data = self.conn.data_to_send()
+            self.sock.sendall(data[:preface_split])
+            time.sleep(0.1)
+            self.sock.sendall(data[preface_split:])
         self.flush()
 
     def flush(self) -> None:
@@ -88,6 +98,9 @@ class H2Client:
         if not data:
             self.closed = True
             return []
+        return self.feed(data)
+
+    def feed(self, data: bytes) -> list:
         events = self.conn.receive_data(data)
         for event in events:
             reply = self.replies.get(getattr(event, "stream_id", 0))
@@ -129,6 +142,17 @@ class H2Client:
     def get(self, path: str, **kw: object) -> Reply:
         stream_id = self.request("GET", path, **kw)
         return self.wait([stream_id])[stream_id]
+
+    def read_until_closed(self, timeout: float = 10.0) -> None:
+        """Read (replies, a GOAWAY) until the server closes the connection."""
+        deadline = time.monotonic() + timeout
+        while not self.closed:
+            if time.monotonic() > deadline:
+                raise AssertionError("the server did not close the connection")
+            try:
+                self.read_once()
+            except ConnectionResetError:
+                self.closed = True
 
     def close(self) -> None:
         self.sock.close()

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 from time import monotonic as _monotonic
@@ -65,6 +66,7 @@ READ_SIZE = 65536
 READ_BATCH = 262144  # read this much at most per wake-up (others get their turn)
 OUTBOUND_LIMIT = 262144  # bytes waiting for the client's socket (module docstring)
 MAX_WINDOW = 2**31 - 1  # RFC 9113 §6.9.1
+LINGER = 1.0  # seconds a closing connection reads and drops input (Http2Session._linger)
 # A TLS socket says "would block" in its own words; both mean: wait for the watcher.
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _CLOSED = ("closed",)  # (driver.CLOSED): ClientConnection.ended closes the connection
@@ -556,8 +558,39 @@ class Http2Session:
             if tcp._write_event is not None:
                 tcp._write_event.stop()
             if self.closing:
-                return self._close()
+                return self._linger()
         self._arm()
+
+    def _linger(self) -> None:
+        """All is sent (a GOAWAY last): half-close, and read and drop what the client
+        still sends for up to LINGER seconds, so that closing with its bytes unread
+        does not send a reset that could destroy the GOAWAY before the client reads
+        it (nginx's lingering_close)."""
+        tcp = self.tcp
+        if self.done or tcp.on_readable == self._drop_input:
+            return
+        try:
+            self.raw.shutdown(socket.SHUT_WR)
+        except (OSError, ValueError):
+            return self._close()
+        tcp.on_readable = self._drop_input
+        tcp.read_event.start(tcp._readable)
+        tcp.set_deadline(LINGER, self.alarm)
+        self.header_deadline = None
+        self.out.clear()
+
+    def _drop_input(self) -> None:
+        for _ in range(16):
+            try:
+                if not self.raw.recv(READ_SIZE):
+                    break
+            except _WOULD_BLOCK:
+                return
+            except (OSError, ValueError):
+                break
+        else:
+            return
+        self._close()
 
     def _writable(self) -> None:
         self._send()
@@ -591,6 +624,8 @@ class Http2Session:
     def _timed_out(self, exc: BaseException) -> None:
         if self.done:
             return
+        if self.closing:  # the GOAWAY could not go out, or the lingering is over
+            return self._close()
         if self.out or self.header_deadline is not None:
             return self._close()  # the client does not read, or never spoke HTTP/2
         if not self.streams:
