@@ -34,6 +34,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         workers = 1
         access_log = "{dir}/access.log"
         client_keepalive_timeout = "1s"
+        client_send_timeout = "1s"
         [[server]]
         listen = ["127.0.0.1:{port} http2"]
           [[server.location]]
@@ -183,6 +184,48 @@ def test_an_idle_connection_gets_goaway_after_keepalive_timeout(client: H2Client
     assert client.terminated is not None
     assert client.terminated.error_code == h2.errors.ErrorCodes.NO_ERROR
     assert 0.9 < time.monotonic() - started < 3
+
+
+def test_a_stream_the_client_gives_no_window_is_reset_after_send_timeout(site: Site) -> None:
+    client = H2Client(site.port)
+    try:
+        client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        client.flush()
+        stalled = client.request("GET", f"/bytes/{MiB}")
+        started = time.monotonic()
+        reply = client.wait([stalled], timeout=10)[stalled]
+        assert reply.status == 200 and reply.body == b""
+        assert reply.reset == h2.errors.ErrorCodes.INTERNAL_ERROR
+        assert 0.9 < time.monotonic() - started < 5
+    finally:
+        client.close()
+
+
+def test_a_client_that_sends_pings_and_reads_nothing_is_closed(site: Site) -> None:
+    client = H2Client(site.port)
+    try:
+        client.sock.settimeout(0.5)
+        with pytest.raises(OSError):  # the proxy stops reading: our writes block
+            for count in range(2_000_000):
+                client.conn.ping(b"%08d" % (count % 10**8))
+                client.flush()
+        client.sock.settimeout(10)
+        started = time.monotonic()
+        client.read_until_closed(timeout=10)
+        assert time.monotonic() - started < 6
+    finally:
+        client.close()
+
+
+def test_a_client_that_stops_reading_a_reply_is_closed_after_send_timeout(site: Site) -> None:
+    client = H2Client(site.port)
+    try:
+        client.request("GET", f"/bytes/{50 * MiB}")
+        time.sleep(3)  # send_timeout is 1s: the proxy gives up on us meanwhile
+        client.read_until_closed(timeout=10)
+        assert len(client.replies[1].body) < 50 * MiB
+    finally:
+        client.close()
 
 
 def test_an_http11_client_on_the_http2_listener_is_served_as_before(site: Site) -> None:
