@@ -75,6 +75,18 @@ def test_a_chunked_upstream_reply_is_sent_as_data_frames(client: H2Client) -> No
     assert reply.header(b"transfer-encoding") is None
 
 
+def test_a_reply_the_upstream_cuts_short_resets_the_stream_never_ends_it(client: H2Client) -> None:
+    reply = client.get("/truncated/100000")
+    assert (reply.status, len(reply.body), reply.ended) == (200, 50000, False)
+    assert reply.reset == h2.errors.ErrorCodes.INTERNAL_ERROR
+
+
+def test_a_head_request_ends_with_its_headers(client: H2Client) -> None:
+    stream = client.request("HEAD", "/bytes/100")
+    reply = client.wait([stream])[stream]
+    assert (reply.status, reply.header(b"content-length"), bytes(reply.body)) == (200, b"100", b"")
+
+
 def test_a_204_ends_with_its_headers(client: H2Client) -> None:
     reply = client.get("/status/204")
     assert (reply.status, bytes(reply.body), reply.ended) == (204, b"", True)

@@ -151,7 +151,7 @@ class H2Client:
                 raise AssertionError("the server did not close the connection")
             try:
                 self.read_once()
-            except ConnectionResetError:
+            except (ConnectionResetError, BrokenPipeError):  # closed under our reply
                 self.closed = True
 
     def close(self) -> None:
