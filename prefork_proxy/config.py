@@ -271,6 +271,9 @@ class ClientLimits:
     client_keepalive_timeout: float = _setting(75.0, parse_duration)
     # nginx keepalive_requests: the answer to the last one says Connection: close.
     client_keepalive_requests: int = _setting(1000, _at_least_one)
+    # nginx http2_max_concurrent_streams: SETTINGS_MAX_CONCURRENT_STREAMS on an
+    # `http2` listener (workers/http2/session.py).
+    http2_max_concurrent_streams: int = _setting(128, _at_least_one)
 
 
 CLIENT_LIMITS = tuple(f.name for f in fields(ClientLimits))

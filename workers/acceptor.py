@@ -47,11 +47,11 @@ class Listener:
     """One listening socket of a worker, accepting in a callback."""
 
     __slots__ = ("sock", "site", "names", "worker", "tcp", "family", "server_port", "watcher",
-                 "closed", "yielded", "proxy_protocol", "tls")
+                 "closed", "yielded", "proxy_protocol", "tls", "http2")
 
     def __init__(self, sock: socket.socket, site: Site, worker: Worker,
                  names: ServerNames[Site] | None = None, proxy_protocol: bool = False,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, http2: bool = False) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.site = site  # the address's default server
@@ -65,6 +65,9 @@ class Listener:
         self.yielded = False  # the last wake-up left the connection to a sibling
         self.proxy_protocol = proxy_protocol  # `listen = ["... proxy_protocol"]`
         self.tls = tls  # a `listen ... ssl`: its context (prefork_proxy/tls.py)
+        # `listen ... http2`: over TLS, ALPN "h2" chooses (tls_handshake.py); without
+        # ssl, h2c prior knowledge or HTTP/1.1 by the first bytes (http2/preface.py).
+        self.http2 = http2
 
     def start(self) -> None:
         if not self.closed:
@@ -121,6 +124,6 @@ class Listener:
         if self.tcp:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = ClientConnection(client, address, self.site, self.server_port, self.names,
-                                self.proxy_protocol, self.tls)
+                                self.proxy_protocol, self.tls, self.http2)
         worker.opened(conn)
         conn.start()

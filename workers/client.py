@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 class ClientConnection:
     __slots__ = ("sock", "client_addr", "client_ip", "client_port", "server_port", "site", "names",
                  "reader", "status", "body_bytes", "response_started", "body_timeout",
-                 "send_timeout", "requests", "driver", "closed", "tls",
+                 "send_timeout", "requests", "driver", "closed", "tls", "http2",
                  # for the access log and the metrics (workers/metrics.py)
                  "started", "location_row", "upstream_peer", "upstream_status",
                  "upstream_time", "request_id", "forwarded_request_id", "keeps_request_id",
@@ -50,8 +50,10 @@ class ClientConnection:
 
     def __init__(self, sock: Stream, address: object, site: Site,
                  server_port: bytes = b"", names: ServerNames[Site] | None = None,
-                 proxy_protocol: bool = False, tls: ssl.SSLContext | None = None) -> None:
+                 proxy_protocol: bool = False, tls: ssl.SSLContext | None = None,
+                 http2: bool = False) -> None:
         self.sock = sock
+        self.http2 = http2  # a plain `listen ... http2`: h2c prior knowledge may come
         # A `listen ... ssl` context (workers/tls_handshake.py runs the handshake);
         # over TLS: X-Forwarded-Proto https, uwsgi HTTPS=on.
         self.tls = tls
@@ -135,15 +137,25 @@ class ClientConnection:
 
     def _after_preface(self, deadline: float) -> None:
         self.preface = None
-        if self.tls is not None:
+        if self.tls is not None:  # the handshake calls serve() or serve_http2()
             Handshake(self, self.tls, deadline).start()
-            return
-        self.serve(deadline)
+        elif self.http2:  # h2c prior knowledge, or HTTP/1.1 (http2/preface.py)
+            from workers.http2 import sniff_preface  # h2 weighs a few MiB: only if used
+
+            sniff_preface(self, deadline)
+        else:
+            self.serve(deadline)
 
     def serve(self, deadline: float) -> None:
         """The driver takes over: the first head is due by `deadline`."""
         self.driver = driver.Driver(self)
         self.driver.start(deadline)
+
+    def serve_http2(self, deadline: float) -> None:
+        """HTTP/2 takes over (ALPN "h2", or h2c's preface): workers/http2/session.py."""
+        from workers.http2 import start_http2
+
+        start_http2(self, header_deadline=deadline)
 
     def preface_failed(self) -> None:
         """The PROXY header was broken, cut short or late: close, with no reply."""

@@ -271,7 +271,8 @@ class Reply:
                  packet_size: int = 0) -> None:
         self.codec = codec
         self.head_request = request.method == b"HEAD"
-        self.client_11 = request.version == "1.1"
+        # HTTP/1.1 framing for 1.1 and for an HTTP/2 stream's driver (workers/http2/).
+        self.client_11 = request.version != "1.0"
         self.keep_alive = keep_alive  # the client's, as the connection allows it
         self.buffer = b""
         self.searched = 0

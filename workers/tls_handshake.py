@@ -103,10 +103,11 @@ class Handshake:
             return self._failed(exc)
         self._stop_watching()
         stream.sock = TlsSocket(self.tls)
-        # HTTP/2 entry point: once HTTP/2 exists, `self.tls.selected_alpn_protocol()
-        # == "h2"` hands the connection to it here (ALPN offers h2 only on listens
-        # with `http2`: prefork_proxy/tls.py). Until then, HTTP/1.1 is served.
-        self.conn.serve(self.deadline)
+        # ALPN (RFC 7301) offers h2 only on listens with `http2` (prefork_proxy/tls.py).
+        if self.tls.selected_alpn_protocol() == "h2":
+            self.conn.serve_http2(self.deadline)
+        else:
+            self.conn.serve(self.deadline)
 
     def _wait(self, watcher: object, other: object) -> None:
         if other is not None and other.active:

@@ -89,7 +89,7 @@ class Site:
 
     __slots__ = ("router", "worker", "access_log", "header_timeout", "body_timeout",
                  "send_timeout", "keepalive_timeout", "keepalive_requests", "request_ids",
-                 "trusted_ids", "real_ip")
+                 "trusted_ids", "real_ip", "http2_max_concurrent_streams")
 
     def __init__(self, server: Server, worker: Worker) -> None:
         self.router = Router(server.locations)
@@ -107,6 +107,7 @@ class Site:
         # nginx: keepalive_timeout 0 disables keep-alive: every answer says close.
         self.keepalive_requests = (limits.client_keepalive_requests
                                    if self.keepalive_timeout > 0 else 1)
+        self.http2_max_concurrent_streams = limits.http2_max_concurrent_streams
 
     def log_request(self, conn: ClientConnection, request: Request | None) -> None:
         """The one accounting point of a request: its metrics, and its log line."""
@@ -184,7 +185,8 @@ class Worker:
             listen = next(item for item in default.listen if item.key == key)
             self.servers.append(self._serve(self.sockets[key], sites[id(default)], names,
                                             listen.proxy_protocol,
-                                            self.config.tls_contexts.get(key)))
+                                            self.config.tls_contexts.get(key),
+                                            listen.http2))
         status_key = self.config.status.key
         if status_key is not None:
             # Imported only here: pywsgi and gevent-websocket add about 7 MiB to a
@@ -224,9 +226,9 @@ class Worker:
 
     def _serve(self, listener: socket.socket, site: Site,
                names: ServerNames[Site] | None, proxy_protocol: bool = False,
-               tls: ssl.SSLContext | None = None) -> Listener:
+               tls: ssl.SSLContext | None = None, http2: bool = False) -> Listener:
         sock = socket.socket(listener.family, listener.type, fileno=os.dup(listener.fileno()))
-        server = Listener(sock, site, self, names, proxy_protocol, tls)
+        server = Listener(sock, site, self, names, proxy_protocol, tls, http2)
         server.start()
         return server
 
