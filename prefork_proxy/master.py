@@ -21,6 +21,7 @@ from prefork_proxy.children import EXIT_BOOT_FAILURE, WorkerProcess
 from prefork_proxy.config import Config, ConfigError, load_config
 from prefork_proxy.generations import Generations
 from prefork_proxy.metrics_board import config_names
+from prefork_proxy.peer_board import config_peers
 from prefork_proxy.pidfile import Pidfile
 from prefork_proxy.scoreboard import Scoreboard
 from prefork_proxy.signal_queue import SignalQueue
@@ -44,6 +45,7 @@ class Master:
         self.metrics = self.scoreboard.metrics
         self.metrics.register(config_names(config))
         self.metrics.set_generation(1, time.time())
+        self.scoreboard.peers.assign(config_peers(config), 1, alive=set())
         self.sockets: dict[str, socket.socket] = {}
         self.bound_here: set[str] = set()  # unix socket files this process may unlink
         self.generations = Generations()
@@ -149,6 +151,8 @@ class Master:
             self.workers.drain_generation(superseded.number, self.config.graceful_timeout)
         self.metrics.register(config_names(config))  # before the fork: workers map names
         number = self.generations.start(config, time.monotonic() + _ready_deadline(config))
+        # Unchanged peers keep their shared state; before the fork (peer_board.py).
+        self.scoreboard.peers.assign(config_peers(config), number, self.workers.generations())
         log.info("reloading: starting generation %d with %d workers", number, config.workers)
         for worker_number in range(1, config.workers + 1):
             if not self.workers.spawn(worker_number, number, config, self.sockets):
