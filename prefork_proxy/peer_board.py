@@ -118,9 +118,7 @@ class PeerBoard:
         for key in peers:
             slot = self.slots.get(key)
             if slot is None:
-                slot = next((s for s in range(self.peers) if s not in used), None)
-                if slot is None:
-                    raise RuntimeError(f"peer board full ({self.peers} peers)")
+                slot = self._free_slot(used)
                 used.add(slot)
                 self._clear_peer(slot)
                 self.slots[key] = slot
@@ -132,11 +130,15 @@ class PeerBoard:
         key = key_of(upstream, address)
         slot = self.slots.get(key)
         if slot is None:
-            slot = len(self._last_generation)
-            if slot >= self.peers:
-                raise RuntimeError(f"peer board full ({self.peers} peers)")
+            slot = self._free_slot(set(self._last_generation))
             self.slots[key] = slot
             self._last_generation[slot] = 0
+        return slot
+
+    def _free_slot(self, used: set[int]) -> int:
+        slot = next((s for s in range(self.peers) if s not in used), None)
+        if slot is None:
+            raise RuntimeError(f"peer board full ({self.peers} peers)")
         return slot
 
     def _clear_peer(self, slot: int) -> None:
