@@ -150,9 +150,18 @@ class Master:
             log.info("reload of generation %d superseded", superseded.number)
             self.workers.drain_generation(superseded.number, self.config.graceful_timeout)
         self.metrics.register(config_names(config))  # before the fork: workers map names
+        try:  # unchanged peers keep their shared state; before the fork (peer_board.py)
+            self.scoreboard.peers.assign(config_peers(config), self.generations.last_number + 1,
+                                         self.workers.generations())
+        except RuntimeError as exc:
+            for key in bound:
+                listeners.close(key, self.sockets.pop(key))
+            log.error("reload failed, generation %d keeps serving: %s",
+                      self.generations.current, exc)
+            self._reload_failed(str(exc))
+            self._notify("READY=1", f"STATUS=reload failed: {exc}")
+            return
         number = self.generations.start(config, time.monotonic() + _ready_deadline(config))
-        # Unchanged peers keep their shared state; before the fork (peer_board.py).
-        self.scoreboard.peers.assign(config_peers(config), number, self.workers.generations())
         log.info("reloading: starting generation %d with %d workers", number, config.workers)
         for worker_number in range(1, config.workers + 1):
             if not self.workers.spawn(worker_number, number, config, self.sockets):

@@ -9,6 +9,7 @@ workers/balancing.py, workers/peer_queue.py).
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -201,3 +202,23 @@ def test_max_conns_without_a_queue_answers_the_excess_503_with_retry_after(
         else:
             assert (retry_after, body) == (None, b"done")
     assert get(proxy.port, "/max").body == b"1"
+
+
+def test_a_ban_outlives_a_reload(start_proxy: Callable[..., Proxy],
+                                 scripted: Callable[..., ScriptedHttp]) -> None:
+    """The new generation's workers keep skipping a peer the old one banned: the
+    peer kept its slot, and the old workers' ban went to the master's column."""
+    failing = scripted({b"/x": [None]})
+    healthy = scripted({})
+    proxy = start_proxy(_two_peer_config(failing.address, healthy.address, "round_robin",
+                                         " max_fails=1 fail_timeout=60s"))
+    old_workers = proxy.worker_pids()
+    assert get(proxy.port, "/x").body == b"honest /x"
+    assert failing.connections == 1
+    proxy.signal(signal.SIGHUP)
+    proxy.wait_serving(2)
+    wait_for(lambda: not proxy.worker_pids() & old_workers, 15,
+             message="the old generation gone")
+    for _ in range(6):
+        assert get(proxy.port, "/x").body == b"honest /x"
+    assert failing.connections == 1

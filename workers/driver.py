@@ -185,6 +185,7 @@ class Driver:
         if self.phase == DONE:
             return
         self.phase = DONE
+        self.queued = False  # a place in an upstream's queue is given up
         self.worker.idle.discard(self.conn)
         self._disarm()
         self.hub.loop.run_callback(self.conn.ended, outcome)
