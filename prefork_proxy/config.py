@@ -129,6 +129,10 @@ class Peer:
     max_fails: int = 1
     fail_timeout: float = 10.0
     backup: bool = False
+    # nginx's max_conns: at most N connections open to it, counted host-wide (0: no limit).
+    max_conns: int = 0
+    # nginx Plus / HAProxy slowstart: after a ban, its weight ramps up over this time.
+    slow_start: float = 0.0
 
 
 def _parse_peer(text: object) -> Peer:
@@ -140,12 +144,13 @@ def _parse_peer(text: object) -> Peer:
         name, sep, raw = option.partition("=")
         if name == "backup" and not sep:
             values["backup"] = True
-        elif name in ("weight", "max_fails") and sep and raw.isdigit():
+        elif name in ("weight", "max_fails", "max_conns") and sep and raw.isdigit():
             values[name] = int(raw)
-        elif name == "fail_timeout" and sep:
+        elif name in ("fail_timeout", "slow_start") and sep:
             values[name] = parse_duration(raw)
         else:
-            raise ValueError(f"{option!r} is not weight=N, max_fails=N, fail_timeout=T or backup")
+            raise ValueError(f"{option!r} is not weight=N, max_fails=N, fail_timeout=T, "
+                             "max_conns=N, slow_start=T or backup")
     if values.get("weight", 1) < 1:
         raise ValueError("weight must be at least 1")
     return Peer(**values)
@@ -162,6 +167,10 @@ class Upstream:
     keepalive: int = _setting(32, _positive_int)
     keepalive_requests: int = _setting(1000, _positive_int)
     keepalive_timeout: float = _setting(60.0, parse_duration)
+    # HAProxy's maxqueue: requests that wait in a worker while every usable peer is
+    # at max_conns (0: none wait; they are answered 503 at once), for queue_timeout.
+    queue: int = _setting(0, _positive_int)
+    queue_timeout: float = _setting(30.0, _timeout)
 
 
 BALANCE_METHODS = ("round_robin", "least_conn", "ip_hash")

@@ -21,6 +21,7 @@ from prefork_proxy.children import EXIT_BOOT_FAILURE, WorkerProcess
 from prefork_proxy.config import Config, ConfigError, load_config
 from prefork_proxy.generations import Generations
 from prefork_proxy.metrics_board import config_names
+from prefork_proxy.peer_board import config_peers
 from prefork_proxy.pidfile import Pidfile
 from prefork_proxy.scoreboard import Scoreboard
 from prefork_proxy.signal_queue import SignalQueue
@@ -44,6 +45,7 @@ class Master:
         self.metrics = self.scoreboard.metrics
         self.metrics.register(config_names(config))
         self.metrics.set_generation(1, time.time())
+        self.scoreboard.peers.assign(config_peers(config), 1, alive=set())
         self.sockets: dict[str, socket.socket] = {}
         self.bound_here: set[str] = set()  # unix socket files this process may unlink
         self.generations = Generations()
@@ -148,6 +150,17 @@ class Master:
             log.info("reload of generation %d superseded", superseded.number)
             self.workers.drain_generation(superseded.number, self.config.graceful_timeout)
         self.metrics.register(config_names(config))  # before the fork: workers map names
+        try:  # unchanged peers keep their shared state; before the fork (peer_board.py)
+            self.scoreboard.peers.assign(config_peers(config), self.generations.last_number + 1,
+                                         self.workers.generations())
+        except RuntimeError as exc:
+            for key in bound:
+                listeners.close(key, self.sockets.pop(key))
+            log.error("reload failed, generation %d keeps serving: %s",
+                      self.generations.current, exc)
+            self._reload_failed(str(exc))
+            self._notify("READY=1", f"STATUS=reload failed: {exc}")
+            return
         number = self.generations.start(config, time.monotonic() + _ready_deadline(config))
         log.info("reloading: starting generation %d with %d workers", number, config.workers)
         for worker_number in range(1, config.workers + 1):

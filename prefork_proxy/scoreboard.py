@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass
 
 from prefork_proxy.metrics_board import MetricsBoard
+from prefork_proxy.peer_board import PeerBoard
 
 # pid, worker number, generation, state | heartbeat, started |
 # requests, connections, tunnels, bytes_in, bytes_out, upstream_errors | rss, cpu
@@ -65,6 +66,8 @@ class Scoreboard:
         self.memory = mmap.mmap(-1, slots * SLOT_SIZE)
         # The detailed counters (by location, peer, duration): metrics_board.py.
         self.metrics = MetricsBoard(slots)
+        # The upstream peers' shared state: a column per slot (peer_board.py).
+        self.peers = PeerBoard(slots)
 
     # -- master side --------------------------------------------------------
     def claim(self, number: int, generation: int, now: float) -> int:
@@ -80,6 +83,7 @@ class Scoreboard:
                     0, 0, 0, 0, 0, 0, 0, 0.0,
                 )
                 self.metrics.clear(index)
+                self.peers.claimed(index)
                 return index
         raise RuntimeError("scoreboard full")
 
@@ -98,6 +102,8 @@ class Scoreboard:
         _COUNTERS.pack_into(self.memory, RETIRED * SLOT_SIZE + _COUNTERS_OFFSET, *totals)
         self.memory[index * SLOT_SIZE:(index + 1) * SLOT_SIZE] = bytes(SLOT_SIZE)
         self.metrics.retire(index, into=RETIRED)
+        live = [slot.index for slot in self.live_slots()]
+        self.peers.retire(index, in_use=max(live, default=0) + 1)
 
     def set_usage(self, index: int, rss: int, cpu: float) -> None:
         _MASTER_FIELDS.pack_into(self.memory, index * SLOT_SIZE + _MASTER_FIELDS_OFFSET, rss, cpu)

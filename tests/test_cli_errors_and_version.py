@@ -46,7 +46,7 @@ def bad_lines(path: Path) -> list[str]:
         f"prefork-proxy: {path}: graceful_timeout: 'soon' is not a duration "
         "(write e.g. \"500ms\", \"30s\", \"5m\")",
         f"prefork-proxy: {path}: upstream.app.servers[0]: 'wieght=2' is not weight=N, "
-        "max_fails=N, fail_timeout=T or backup",
+        "max_fails=N, fail_timeout=T, max_conns=N, slow_start=T or backup",
         f"prefork-proxy: {path}: server[0].location[0].read_timeout: 'later' is not a "
         "duration (write e.g. \"500ms\", \"30s\", \"5m\")",
     ]

@@ -64,8 +64,9 @@ from workers.upstreams import UpstreamConnection, log_excess, pool_for
 from workers.uwsgi_packet import VarsTooBig
 
 if TYPE_CHECKING:
-    from prefork_proxy.config import Location
+    from prefork_proxy.config import Location, Upstream
     from prefork_proxy.values import Address
+    from workers.balancing import PeerState
     from workers.client import ClientConnection
     from workers.http1 import Request
     from workers.upstreams import UpstreamPool
@@ -115,7 +116,7 @@ class Driver:
         "spool_pieces",
         # the attempt
         "connection", "upstream", "connecting", "upstream_out", "attempt", "request_sent",
-        "peer_state", "reading_reply", "attempt_started",
+        "peer_state", "reading_reply", "attempt_started", "queued",
         # the reply
         "reply", "out", "out_limit", "out_memory", "out_file", "paused", "keep_alive",
     )
@@ -158,6 +159,7 @@ class Driver:
         self.request_sent = False  # a byte of this attempt's request went out
         self.upstream_out: list[bytes] = []
         self.peer_state = None
+        self.queued = False  # waiting in the upstream's queue (workers/peer_queue.py)
         self.reading_reply = False
         self.attempt_started = 0.0
         self.reply: exchange.Reply | None = None
@@ -183,6 +185,7 @@ class Driver:
         if self.phase == DONE:
             return
         self.phase = DONE
+        self.queued = False  # a place in an upstream's queue is given up
         self.worker.idle.discard(self.conn)
         self._disarm()
         self.hub.loop.run_callback(self.conn.ended, outcome)
@@ -422,10 +425,13 @@ class Driver:
     def _start_attempt(self) -> None:
         self.phase = UPSTREAM
         tries = self.tries
-        peer_index = tries.peer_index
-        if peer_index is None:
+        peer = self._take_peer()
+        if peer is None:
+            if tries.balancer.waits_for_room(tries.tried):
+                return self._wait_for_room()
             what = ("uwsgi servers" if self.codec is exchange.UWSGI_CODEC else "upstreams")
             return self._give_up(tries.no_peer_error(f"{what} in {self.location.upstream.name}"))
+        peer_index = tries.peer_index
         if not self.head:
             try:
                 self._make_head()
@@ -435,14 +441,45 @@ class Driver:
         self.attempt_started = _monotonic()  # nginx $upstream_response_time: this try
         self.request_sent = False
         self.upstream_out = [self.head]
-        self.peer_state = peer = tries.balancer.peers[peer_index]
-        peer.conns += 1
+        self.peer_state = peer
         if tries.free_retry and self.codec is exchange.HTTP_CODEC:
             connection = self.pool.take_idle(peer_index, self.location.tls)
             if connection is not None:
                 self._use(connection)
                 return self._connected()
         self._open(peer_index, peer.peer.address)
+
+    def _take_peer(self) -> PeerState | None:
+        """The chosen peer, its connection counted; another when max_conns was
+        reached since it was chosen (by another worker)."""
+        tries = self.tries
+        balancer = tries.balancer
+        while (index := tries.peer_index) is not None:
+            peer = balancer.peers[index]
+            if peer.acquire():
+                return peer
+            tries.peer_index = balancer.choose(tries.tried, tries.client_ip, _monotonic())
+        return None
+
+    def _wait_for_room(self) -> None:
+        """Every usable peer is at max_conns: wait in the upstream's queue, or 503."""
+        queue = self.pool.queue
+        if queue is not None and queue.wait(self):
+            self.queued = True
+            return
+        self._give_up(_full_error(self.location.upstream, "its queue is full"
+                                  if queue is not None else "no queue"))
+
+    def queue_ready(self) -> None:
+        """The queue found room on a peer (workers/peer_queue.py)."""
+        self.queued = False
+        if self.phase == UPSTREAM:
+            self._start_attempt()
+
+    def queue_timed_out(self) -> None:
+        self.queued = False
+        if self.phase == UPSTREAM:
+            self._give_up(_full_error(self.location.upstream, "queue_timeout passed"))
 
     def _make_head(self) -> None:
         request, location = self.request, self.location
@@ -769,7 +806,9 @@ class Driver:
             # nginx $upstream_response_time: from the try's start until the upstream
             # is let go (the reply read whole, cut off, or handed to a tunnel).
             conn.upstream_time = elapsed = _monotonic() - self.attempt_started
-            recorder.upstream_time(conn.upstream_peer.metric, elapsed)
+            peer = conn.upstream_peer
+            recorder.upstream_time(peer.metric, elapsed)
+            peer.board.observe(peer.slot, elapsed)  # the shared latency EWMA
         upstream = self.upstream
         upstream.on_readable = None
         upstream.clear_deadline()
@@ -778,8 +817,14 @@ class Driver:
         self.reading_reply = False
         self.connection = self.upstream = None
         if self.peer_state is not None:
-            self.peer_state.conns -= 1
-            self.peer_state = None
+            self._release_peer()
+
+    def _release_peer(self) -> None:
+        self.peer_state.release()
+        self.peer_state = None
+        queue = self.pool.queue
+        if queue is not None:
+            queue.released()
 
     def _drop_upstream(self) -> None:
         connection = self.connection
@@ -787,8 +832,7 @@ class Driver:
             self._let_go_upstream()
             connection.close()
         elif self.peer_state is not None:
-            self.peer_state.conns -= 1
-            self.peer_state = None
+            self._release_peer()
 
     def _pause_upstream(self) -> None:
         self.paused = True
@@ -917,7 +961,8 @@ class Driver:
                 and not self.reader.events and not request.has_body
                 and conn.keep_alive_allowed(request))
         conn.status = exc.status
-        page = error_page(exc.status, close=not keep, request_id=conn.request_id)
+        page = error_page(exc.status, close=not keep, request_id=conn.request_id,
+                          retry_after=getattr(exc, "retry_after", None))
         conn.body_bytes = len(page) - page.index(b"\r\n\r\n") - 4  # nginx: the body only
         self.keep_alive = keep
         self.reply = None
@@ -1042,6 +1087,14 @@ class Driver:
         self._attempt_failed(UpstreamError(
             504, f"read timed out ({location.read_timeout:g}s) waiting for the reply head, "
                  f"after {got} bytes", cause="read_timeout"), timed_out=True)
+
+
+def _full_error(upstream: Upstream, why: str) -> UpstreamError:
+    """Every usable peer is at max_conns: HAProxy answers 503 (with Retry-After)."""
+    error = UpstreamError(503, f"every server of {upstream.name} is at max_conns and {why}",
+                          cause="no_live_upstreams")
+    error.retry_after = 1
+    return error
 
 
 def _connect_error(address: Address, error: int) -> UpstreamError:

@@ -47,6 +47,7 @@ class UpstreamError(HttpError):
         self.retryable = retryable
         self.cause = cause
         self.logged = False  # its error-log line is written (once per failure)
+        self.retry_after: int | None = None  # seconds, for a 503 (Retry-After)
 
 
 # html.escape's table, without the html package (html.entities costs a worker
@@ -55,7 +56,8 @@ _HTML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&qu
                                "'": "&#x27;"})
 
 
-def error_page(status: int, *, close: bool, request_id: str | None = None) -> bytes:
+def error_page(status: int, *, close: bool, request_id: str | None = None,
+               retry_after: int | None = None) -> bytes:
     """A short, complete HTML response for `status`, as nginx sends; it names the
     request's id, never the cause (the cause goes to the error log, with that id)."""
     title = f"{status} {REASONS.get(status, 'Error')}"
@@ -63,8 +65,9 @@ def error_page(status: int, *, close: bool, request_id: str | None = None) -> by
     named = f"<p>request id {request_id.translate(_HTML_ESCAPES)}</p>" if request_id else ""
     body = (f"<html><head><title>{title}</title></head><body><h1>{title}</h1>{named}"
             "</body></html>\n")
+    retry = f"Retry-After: {retry_after}\r\n" if retry_after is not None else ""
     head = (
         f"HTTP/1.1 {title}\r\nContent-Type: text/html\r\n"
-        f"Content-Length: {len(body)}\r\n{'Connection: close' if close else ''}"
+        f"Content-Length: {len(body)}\r\n{retry}{'Connection: close' if close else ''}"
     )
     return (head.rstrip() + "\r\n\r\n" + body).encode("latin-1")  # the id was latin-1

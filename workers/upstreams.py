@@ -43,6 +43,7 @@ from gevent import get_hub
 from prefork_proxy.config import Upstream
 from workers.balancing import Balancer
 from workers.metrics import recorder
+from workers.peer_queue import PeerQueue
 from workers.stream import Stream
 from workers.upstream_tls import idle_alive
 
@@ -73,6 +74,8 @@ class UpstreamPool:
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         self.balancer = Balancer(upstream)
+        # Requests waiting for a peer below max_conns (workers/peer_queue.py), or None.
+        self.queue = PeerQueue(upstream) if upstream.queue else None
         self.loop = get_hub().loop
         for state in self.balancer.peers:  # its row in this worker's metrics block
             state.metric = recorder.peer_row(upstream.name, str(state.peer.address))

@@ -28,7 +28,7 @@ import gevent.event
 import gevent.pool
 from setproctitle import setproctitle
 
-from prefork_proxy import logs
+from prefork_proxy import logs, peer_board
 from prefork_proxy.config import Config, Server
 from prefork_proxy.metrics_board import LOC_BASE
 from prefork_proxy.scoreboard import DRAINING, READY, Scoreboard
@@ -170,6 +170,7 @@ class Worker:
         self.servers: list[Listener] = []
         self.status_server: StatusServer | None = None  # [status] listen (lazy import)
         recorder.bind(scoreboard.metrics, slot, config)
+        peer_board.attach(scoreboard.peers, slot)  # this worker's column of peer state
 
     def run(self, blocked: Iterable[signal.Signals] = ()) -> int:
         """Serve until drained or stopped. `blocked` signals were blocked across fork;
