@@ -9,11 +9,14 @@
 * Passive health: `max_fails` failures within `fail_timeout` ban a peer for
   `fail_timeout`; then live requests probe it. A single-peer upstream is never
   banned. Backup peers are used only when no primary peer is usable.
+* Active health (prefork_proxy/health_board.py): with a `down` test, a peer the
+  health checker marked DOWN is not chosen, even the only one of its upstream.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 from prefork_proxy.config import Peer, Upstream
 from prefork_proxy.metrics_board import PEER_BASE
@@ -34,12 +37,13 @@ class PeerState:
 
 
 class Balancer:
-    def __init__(self, upstream: Upstream) -> None:
+    def __init__(self, upstream: Upstream, down: Callable[[int], bool] | None = None) -> None:
+        self.down = down  # the health board's test; None without health_check
         self.peers = [PeerState(peer, index) for index, peer in enumerate(upstream.peers)]
         self.primary = [state for state in self.peers if not state.peer.backup]
         self.backup = [state for state in self.peers if state.peer.backup]
         self.method = upstream.balance
-        self.single = len(self.peers) == 1
+        self.single = len(self.peers) == 1 and down is None
 
     def choose(self, tried: set[int], client_ip: bytes, now: float) -> int | None:
         """The index of the peer for the next try, or None when none is left."""
@@ -47,6 +51,8 @@ class Balancer:
             return None if tried else 0
         for group in (self.primary, self.backup):
             usable = [s for s in group if s.index not in tried and s.down_until <= now]
+            if self.down is not None:
+                usable = [s for s in usable if not self.down(s.index)]
             if not usable:
                 continue
             if self.method == "ip_hash" and group is self.primary and not tried:
@@ -91,7 +97,7 @@ class Balancer:
                 point -= state.weight
                 if point < 0:
                     break
-            if state.down_until <= now:
+            if state.down_until <= now and not (self.down and self.down(state.index)):
                 return state
         return None
 
@@ -100,7 +106,7 @@ class Balancer:
         """Count a failure; True if the peer is now banned for fail_timeout."""
         state = self.peers[index]
         peer = state.peer
-        if self.single or peer.max_fails == 0:
+        if len(self.peers) == 1 or peer.max_fails == 0:
             return False
         if now - state.window_start > peer.fail_timeout:
             state.window_start, state.fails = now, 0
