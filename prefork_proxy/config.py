@@ -14,12 +14,16 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prefork_proxy import proxy_ssl, shared_addresses, tls
+from prefork_proxy import health_check, proxy_ssl, shared_addresses, tls
+from prefork_proxy.health_check import HealthCheck
 from prefork_proxy.host_names import check_server_name
 from prefork_proxy.proxy_ssl import UpstreamTls
 from prefork_proxy.values import Address, parse_address, parse_duration, parse_size
+
+if TYPE_CHECKING:
+    from prefork_proxy.health_board import HealthBoard
 
 
 class ConfigError(Exception):
@@ -171,6 +175,8 @@ class Upstream:
     # at max_conns (0: none wait; they are answered 503 at once), for queue_timeout.
     queue: int = _setting(0, _positive_int)
     queue_timeout: float = _setting(30.0, _timeout)
+    # An active check (prefork_proxy/health_check.py), run by the one health checker.
+    health_check: HealthCheck | None = None
 
 
 BALANCE_METHODS = ("round_robin", "least_conn", "ip_hash")
@@ -446,6 +452,9 @@ class Config:
     # The SSLContext of each `ssl` listen address, built once per loaded file (before
     # the workers fork: they all hold the same session ticket keys, new per reload).
     tls_contexts: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # The active checks' results (prefork_proxy/health_board.py): made by the master
+    # for this config before it forks, shared with its workers and its checker.
+    health_board: HealthBoard | None = field(default=None, compare=False, repr=False)
 
     @property
     def listens(self) -> dict[str, Listen]:
@@ -515,7 +524,14 @@ class _Reader:
         if not isinstance(table, dict):
             self.report(key, "must be a table")
             return Upstream(name=name)
-        values = self.settings(Upstream, table, key, skip=("servers", "balance"))
+        values = self.settings(Upstream, table, key,
+                               skip=("servers", "balance", "health_check"))
+        if "health_check" in table:
+            check, errors = health_check.parse_health_check(table["health_check"],
+                                                            f"{key}.health_check")
+            for where, message in errors:
+                self.report(where, message)
+            values["health_check"] = check
         servers = table.get("servers")
         peers = []
         if not isinstance(servers, list) or not servers:
@@ -809,6 +825,13 @@ def parse_config(data: dict, file: str) -> Config:
         reader.report("status", "must be a table: [status] listen = \"127.0.0.1:9901\"")
     else:
         status = Status(**reader.settings(Status, status_table, "status", skip=()))
+    protocols = health_check.upstream_protocols(server for _, server in servers)
+    for name, upstream in upstreams.items():
+        if upstream.health_check is not None:
+            message = health_check.protocol_error(upstream.health_check,
+                                                  protocols.get(name, set()))
+            if message:
+                reader.report(f"upstream.{name}.health_check.path", message)
     owners = {listen.key: index for index, server in servers for listen in server.listen}
     if status.key in owners:
         reader.report("status.listen",

@@ -16,7 +16,8 @@ import signal
 import socket
 import time
 
-from prefork_proxy import health, listeners, logs, reexec, systemd
+from prefork_proxy import health, health_board, listeners, logs, reexec, systemd
+from prefork_proxy.checker_process import HealthCheckers
 from prefork_proxy.children import EXIT_BOOT_FAILURE, WorkerProcess
 from prefork_proxy.config import Config, ConfigError, load_config
 from prefork_proxy.generations import Generations
@@ -39,7 +40,7 @@ IDLE_POLL = 1.0
 
 class Master:
     def __init__(self, config: Config, handover: bool = False) -> None:
-        self.config = config
+        self.config = health_board.attach(config)
         self.handover = handover  # started by an old master's USR2
         self.scoreboard = Scoreboard()
         self.metrics = self.scoreboard.metrics
@@ -54,6 +55,7 @@ class Master:
         self.exit_status = 0
         self.signals = SignalQueue()
         self.workers = Workforce(self.scoreboard, SIGNALS, self.signals.fds)
+        self.checkers = HealthCheckers(SIGNALS, self.signals.fds)
         self.pidfile = Pidfile(config.pidfile)
         self.rss_watch = health.RssWatch(config.max_worker_rss)
         self.backoff = health.RespawnBackoff()
@@ -85,9 +87,10 @@ class Master:
                 self.check_health()
                 self.advance_reload()
                 self.manage_workers()
+                self.manage_checkers()
                 self.workers.kill_overdue()
                 self.publish_status()
-                if self.stop_deadline is not None and not self.workers:
+                if self.stop_deadline is not None and not self.workers and not self.checkers:
                     break
                 self.signals.wait(self._poll_interval())
                 while name := self.signals.pop():
@@ -126,7 +129,7 @@ class Master:
         self._notify("RELOADING=1", systemd.monotonic_usec())
         bound: list[str] = []
         try:
-            config = load_config(self.config.path)
+            config = health_board.attach(load_config(self.config.path))
             for key, listen in config.listens.items():
                 if key not in self.sockets:  # unchanged addresses keep their socket
                     self.sockets[key] = listeners.bind(listen)
@@ -229,6 +232,8 @@ class Master:
     # -- the verbs of the loop ------------------------------------------------
     def reap_workers(self) -> None:
         for pid, code, worker in self.workers.reap():
+            if worker is None and self.checkers.reaped(pid, code):
+                continue
             if pid == self.new_master:
                 self.new_master = 0
                 self.pidfile.restore_from_oldbin(os.getpid())
@@ -342,6 +347,17 @@ class Master:
                 self.backoff.worker_died(0.0, time.monotonic())  # retry later
                 return
             used.add(number)
+
+    def manage_checkers(self) -> None:
+        """One health checker for the serving generation, and one for a pending one
+        (prefork_proxy/checker_process.py); none once stopping."""
+        wanted = {}
+        if self.stop_deadline is None:
+            wanted[self.generations.current] = self.config
+            pending = self.generations.pending
+            if pending is not None:
+                wanted[pending.number] = pending.config
+        self.checkers.keep(wanted, self.sockets.values(), self.config.health_board)
 
     def publish_status(self) -> None:
         """Keep systemd's STATUS= line current (worker count and generation), and

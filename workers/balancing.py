@@ -14,11 +14,14 @@
   every worker's connections summed, and a ban by one worker is seen by all at
   their next pick. `max_conns` makes a peer unusable while that many
   connections are open host-wide; `slow_start` ramps a peer's weight after a ban.
+* Active health (prefork_proxy/health_board.py): with a `down` test, a peer the
+  health checker marked DOWN is not chosen, even the only one of its upstream.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 from prefork_proxy import peer_board
 from prefork_proxy.config import Peer, Upstream
@@ -136,7 +139,8 @@ def slow_start_weight(weight: int, since_ms: int, slow_ms: int) -> float:
 
 class Balancer:
     def __init__(self, upstream: Upstream, board: PeerBoard | None = None,
-                 column: int = 1) -> None:
+                 column: int = 1, down: Callable[[int], bool] | None = None) -> None:
+        self.down = down  # the health board's test; None without health_check
         if board is None:
             found = peer_board.attached()
             if found is not None:
@@ -158,7 +162,7 @@ class Balancer:
         self.counted = self.least or any(state.max_conns for state in self.peers)
         self.alone = len(self.peers) == 1  # never banned
         # The fast path of one peer: nothing to choose, unless max_conns may refuse it.
-        self.single = self.alone and not self.peers[0].max_conns
+        self.single = self.alone and not self.peers[0].max_conns and down is None
 
     def choose(self, tried: set[int], client_ip: bytes, now: float) -> int | None:
         """The index of the peer for the next try, or None when none is left."""
@@ -176,6 +180,8 @@ class Balancer:
             else:  # no conns to sum: one look at the peer's failure words
                 usable = [s for s in group if s.index not in tried and (
                     not any(words[s.base:s.base + in_use]) or s.usable(now_ms, in_use, False))]
+            if self.down is not None:
+                usable = [s for s in usable if not self.down(s.index)]
             if not usable:
                 continue
             if self.method == "ip_hash" and group is self.primary and not tried:
@@ -225,7 +231,7 @@ class Balancer:
                 point -= state.weight
                 if point < 0:
                     break
-            if state.usable(now_ms, in_use, False):
+            if state.usable(now_ms, in_use, False) and not (self.down and self.down(state.index)):
                 return state
         return None
 

@@ -48,6 +48,7 @@ from workers.stream import Stream
 from workers.upstream_tls import idle_alive
 
 if TYPE_CHECKING:
+    from prefork_proxy.health_board import HealthBoard
     from prefork_proxy.proxy_ssl import UpstreamTls
 
 log = logging.getLogger("worker")
@@ -73,7 +74,9 @@ class UpstreamConnection:
 class UpstreamPool:
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
-        self.balancer = Balancer(upstream)
+        board = _health_board
+        self.balancer = Balancer(upstream,
+                                 down=board.down_test(upstream.name) if board else None)
         # Requests waiting for a peer below max_conns (workers/peer_queue.py), or None.
         self.queue = PeerQueue(upstream) if upstream.queue else None
         self.loop = get_hub().loop
@@ -178,6 +181,15 @@ def log_excess(stream: Stream, count: int | None, qualifier: str = "") -> None:
     amount = "" if count is None else f"{qualifier}{count} "
     log.warning("upstream %s sent %sbytes past the end of a reply; connection closed",
                 peer, amount)
+
+
+# This worker's config's active check results (prefork_proxy/health_board.py).
+_health_board: HealthBoard | None = None
+
+
+def use_health_board(board: HealthBoard | None) -> None:
+    global _health_board
+    _health_board = board
 
 
 # Keyed by identity: hashing the frozen dataclass would walk every peer per request.

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import grp
 import logging
 import os
-import pwd
 import signal
 import socket
 import ssl
@@ -28,7 +26,7 @@ import gevent.event
 import gevent.pool
 from setproctitle import setproctitle
 
-from prefork_proxy import logs, peer_board
+from prefork_proxy import logs, peer_board, privileges
 from prefork_proxy.config import Config, Server
 from prefork_proxy.metrics_board import LOC_BASE
 from prefork_proxy.scoreboard import DRAINING, READY, Scoreboard
@@ -171,6 +169,7 @@ class Worker:
         self.status_server: StatusServer | None = None  # [status] listen (lazy import)
         recorder.bind(scoreboard.metrics, slot, config)
         peer_board.attach(scoreboard.peers, slot)  # this worker's column of peer state
+        upstreams.use_health_board(config.health_board)  # before the first pool
 
     def run(self, blocked: Iterable[signal.Signals] = ()) -> int:
         """Serve until drained or stopped. `blocked` signals were blocked across fork;
@@ -429,35 +428,11 @@ def _load_lazy_modules() -> None:
 
 
 def drop_privileges(user: str | None, group: str | None) -> None:
-    """Become `user`/`group` after the master bound the sockets, as nginx's workers do.
-
-    Raises BootError with the cause; a worker never serves with more privileges
-    than the config asked for.
-    """
-    if not user and not group:
-        return
+    """Become `user`/`group` (prefork_proxy/privileges.py); raises BootError with the cause."""
     try:
-        entry = pwd.getpwnam(user) if user else None
-    except KeyError:
-        raise BootError(f"user {user!r} does not exist") from None
-    try:
-        gid = grp.getgrnam(group).gr_gid if group else (entry.pw_gid if entry else os.getgid())
-    except KeyError:
-        raise BootError(f"group {group!r} does not exist") from None
-    if os.geteuid() != 0:
-        # nginx: "the "user" directive makes sense only if the master runs as root".
-        log.warning("user/group set but the master is not root; keeping uid %d", os.geteuid())
-        return
-    try:
-        if entry:
-            os.initgroups(entry.pw_name, gid)
-        else:
-            os.setgroups([])
-        os.setgid(gid)
-        if entry:
-            os.setuid(entry.pw_uid)
-    except OSError as exc:
-        raise BootError(f"cannot switch to user {user!r} group {group!r}: {exc}") from None
+        privileges.drop_privileges(user, group)
+    except privileges.PrivilegeError as exc:
+        raise BootError(str(exc)) from None
 
 
 def run_worker(config: Config, sockets: dict[str, socket.socket], scoreboard: Scoreboard,
