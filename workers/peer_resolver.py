@@ -110,7 +110,11 @@ class PeerResolver:
         self.greenlet: gevent.Greenlet | None = None
 
     def start(self) -> None:
-        if self.templates and self.pool.upstream.resolve > 0:
+        upstream = self.pool.upstream
+        if self.templates and upstream.resolve > 0:
+            log.info("upstream %s: %s resolved every %gs", upstream.name,
+                     ", ".join(template.address.host for template in self.templates),
+                     upstream.resolve)
             self.greenlet = gevent.spawn(self._run)
 
     def stop(self) -> None:
