@@ -707,7 +707,8 @@ class Driver:
         tunnel. False when the driver has let go of the exchange."""
         reply = self.reply
         tries = self.tries
-        if reply.status in tries.statuses and self._next_after_status():
+        statuses = tries.statuses  # next_upstream's http_5xx/429: empty by default
+        if statuses and reply.response.status in statuses and self._next_after_status():
             return False
         tries.succeeded()
         conn = self.conn
