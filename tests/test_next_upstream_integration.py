@@ -8,6 +8,7 @@ peer is banned between requests, unless the test is about bans.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -38,6 +39,7 @@ def upstreams() -> Iterator[list[ScriptedHttp]]:
     servers = []
     for name in ("s1", "s2", "s3"):
         replies = {b"/every503/x": unavailable(name), b"/limited/x": unavailable(name),
+                   b"/deadline/x": [2.0, unavailable(name)],
                    b"/post502/x": bad_gateway(name), b"/post502-again/x": bad_gateway(name)}
         if name == "s1":  # the others answer 200 ("honest PATH")
             replies.update({b"/listed/x": unavailable(name),
@@ -74,7 +76,7 @@ def proxy(upstreams: list[ScriptedHttp], refused: list[int],
     down = [f"127.0.0.1:{port}" for port in refused]
     text = ("workers = 1\n" + _group("listed", pair) + _group("unlisted", pair)
             + _group("every", trio) + _group("limited", trio) + _group("post", trio)
-            + _group("post_again", trio) + _group("off", [down[0], s1])
+            + _group("post_again", trio) + _group("deadline", trio) + _group("off", [down[0], s1])
             + _group("down", down, "max_fails=1 fail_timeout=60s")
             + '[[server]]\nlisten = ["127.0.0.1:{port}"]\n'
             + _location("/listed/", "listed", 'next_upstream = ["error", "timeout", "http_503"]')
@@ -86,6 +88,8 @@ def proxy(upstreams: list[ScriptedHttp], refused: list[int],
             + _location("/post502-again/", "post_again",
                         'next_upstream = ["error", "http_502", "non_idempotent"]')
             + _location("/off/", "off", 'next_upstream = ["off"]')
+            + _location("/deadline/", "deadline",
+                        'read_timeout = "400ms"\n  next_upstream_timeout = "600ms"')
             + _location("/down/", "down"))
     with running_proxy(tmp_path_factory.mktemp("next-upstream"), text) as running:
         yield running
@@ -129,6 +133,18 @@ def test_next_upstream_tries_2_makes_two_tries_of_three_peers(
     status, body = _exchange(proxy, "GET", "/limited/x")
     assert status == 503 and body.startswith(b"503 from s")
     assert sum(_hits(upstreams, b"/limited/x")) == 2
+
+
+def test_next_upstream_timeout_runs_from_the_first_try(
+        proxy: Proxy, upstreams: list[ScriptedHttp]) -> None:
+    """Each peer stalls: the first try times out at 0.4 s, the second starts within
+    0.6 s of the first and times out at 0.8 s, past the limit: 504, two tries."""
+    started = time.monotonic()
+    status, _ = _exchange(proxy, "GET", "/deadline/x")
+    elapsed = time.monotonic() - started
+    assert status == 504
+    assert sum(_hits(upstreams, b"/deadline/x")) == 2
+    assert 0.75 < elapsed < 3.0, elapsed  # (two read timeouts, not three)
 
 
 def test_a_post_is_not_sent_again_on_a_listed_502(proxy: Proxy,
