@@ -175,12 +175,10 @@ class Tries:
     def _may_go_on(self, body_started: bool, now: float) -> bool:
         """The request may be sent to another peer (nginx ngx_http_upstream_next's
         tries, non_idempotent and next_upstream_timeout checks)."""
-        policy = self.policy
-        if body_started or (self.method in NOT_RETRIED_ONCE_SENT and not policy.non_idempotent):
+        if body_started or (self.method in NOT_RETRIED_ONCE_SENT
+                            and not self.policy.non_idempotent):
             return False
-        if policy.tries and self.count >= policy.tries:
-            return False
-        return not (policy.time_limit and now - self.started >= policy.time_limit)
+        return self._counts_left(now)
 
     def failed(self, error: UpstreamError, reused: bool, body_started: bool,
                timed_out: bool, now: float) -> int:
@@ -209,6 +207,7 @@ class Tries:
         return NEXT_PEER
 
     def _counts_left(self, now: float) -> bool:
+        """next_upstream_tries and next_upstream_timeout allow another try."""
         policy = self.policy
         return (not policy.tries or self.count < policy.tries) and not (
             policy.time_limit and now - self.started >= policy.time_limit)
