@@ -16,9 +16,11 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from prefork_proxy import health_check, proxy_ssl, shared_addresses, tls
+from prefork_proxy import health_check, next_upstream, proxy_ssl, shared_addresses, tls
 from prefork_proxy.health_check import HealthCheck
 from prefork_proxy.host_names import check_server_name
+from prefork_proxy.next_upstream import NextUpstream, parse_next_upstream
+from prefork_proxy.peer_names import resolve_peers
 from prefork_proxy.proxy_ssl import UpstreamTls
 from prefork_proxy.values import Address, parse_address, parse_duration, parse_size
 
@@ -137,6 +139,9 @@ class Peer:
     max_conns: int = 0
     # nginx Plus / HAProxy slowstart: after a ban, its weight ramps up over this time.
     slow_start: float = 0.0
+    # The host name written in `servers` when `address` is one of its addresses
+    # (prefork_proxy/peer_names.py); None for an address written as such.
+    name: str | None = None
 
 
 def _parse_peer(text: object) -> Peer:
@@ -177,6 +182,9 @@ class Upstream:
     queue_timeout: float = _setting(30.0, _timeout)
     # An active check (prefork_proxy/health_check.py), run by the one health checker.
     health_check: HealthCheck | None = None
+    # Host names in `servers` are resolved when the config is read; with `resolve`
+    # every worker resolves them again at this interval (0: never; workers/peer_resolver.py).
+    resolve: float = _setting(0.0, parse_duration)
 
 
 BALANCE_METHODS = ("round_robin", "least_conn", "ip_hash")
@@ -236,6 +244,12 @@ class Location:
     proxy_ssl_protocols: tuple[str, ...] = _setting(("TLSv1.2", "TLSv1.3"),
                                                     proxy_ssl.parse_protocols)
     proxy_ssl_session_reuse: bool = _setting(True, _boolean)
+    # nginx's proxy_next_upstream (prefork_proxy/next_upstream.py): default
+    # `error timeout`; next_upstream_tries and next_upstream_timeout (0: no limit)
+    # are folded into it by the reader.
+    next_upstream: NextUpstream = _setting(next_upstream.DEFAULT, parse_next_upstream)
+    next_upstream_tries: int = _setting(0, _positive_int)
+    next_upstream_timeout: float = _setting(0.0, parse_duration)
     # Built from the above for an https:// proxy_pass; None speaks plain TCP.
     tls: UpstreamTls | None = None
 
@@ -539,7 +553,8 @@ class _Reader:
         else:
             for index, text in enumerate(servers):
                 try:
-                    peers.append(_parse_peer(text))
+                    # nginx: a name stands for every address it has, each a peer
+                    peers.extend(resolve_peers(_parse_peer(text)))
                 except ValueError as exc:
                     self.report(f"{key}.servers[{index}]", str(exc))
             if peers and all(peer.backup for peer in peers):
@@ -575,6 +590,11 @@ class _Reader:
             if not has_proxy:
                 raise self.error(f"{key}.uwsgi_pass", "uwsgi over TLS is not supported")
             values["tls"] = self.upstream_tls(values, target.tls_host, key)
+        if "next_upstream_tries" in values or "next_upstream_timeout" in values:
+            values["next_upstream"] = replace(
+                values.get("next_upstream", next_upstream.DEFAULT),
+                tries=values.get("next_upstream_tries", 0),
+                time_limit=values.get("next_upstream_timeout", 0.0))
         return Location(
             path=path,
             upstream=target.upstream,
@@ -780,7 +800,8 @@ def _parse_target(text: object, key: str, upstreams: dict[str, Upstream]) -> _Ta
     tls_host = None
     if tls:
         tls_host = address.host if not address.is_unix else "localhost"
-    return _Target(Upstream(name=str(address), peers=(Peer(address),)), uri_prefix, tls_host)
+    peers = resolve_peers(Peer(address))  # nginx resolves a proxy_pass host at load too
+    return _Target(Upstream(name=str(address), peers=peers), uri_prefix, tls_host)
 
 
 def parse_config(data: dict, file: str) -> Config:

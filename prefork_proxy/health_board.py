@@ -67,7 +67,10 @@ class HealthBoard:
             return None
         cells = self.map
         size = CELL.size
-        return lambda index: cells[base + index * size] == DOWN
+        # A peer found later by `resolve` (workers/peer_resolver.py) has no cell: the
+        # checker knows the config's peers only, so it counts as up.
+        count = len(self.layout.get(upstream, ()))
+        return lambda index: index < count and cells[base + index * size] == DOWN
 
     def find(self, upstream: str, address: str) -> int | None:
         """The index of `address` among `upstream`'s peers here, if it is one."""

@@ -32,7 +32,8 @@ def tries(*specs: str, method: bytes = b"GET") -> Tries:
 
 
 def read_error() -> UpstreamError:
-    return UpstreamError(502, "upstream closed the connection before a response")
+    return UpstreamError(502, "upstream closed the connection before a response",
+                         cause="reset")
 
 
 def connect_error() -> UpstreamError:

@@ -141,6 +141,7 @@ class Balancer:
     def __init__(self, upstream: Upstream, board: PeerBoard | None = None,
                  column: int = 1, down: Callable[[int], bool] | None = None) -> None:
         self.down = down  # the health board's test; None without health_check
+        self.private_board: PeerBoard | None = None  # for new_peer
         if board is None:
             found = peer_board.attached()
             if found is not None:
@@ -149,7 +150,7 @@ class Balancer:
                 board = PeerBoard(columns=2, peers=max(len(upstream.peers), 1),
                                   shared_lock=False)
                 board.claimed(1)
-        self.board = board
+        self.board, self.column = board, column
         self.header = board.header
         self.peers = [PeerState(peer, index, board, column,
                                 board.slot_for(upstream.name, str(peer.address)))
@@ -163,6 +164,22 @@ class Balancer:
         self.alone = len(self.peers) == 1  # never banned
         # The fast path of one peer: nothing to choose, unless max_conns may refuse it.
         self.single = self.alone and not self.peers[0].max_conns and down is None
+
+    def new_peer(self, peer: Peer) -> PeerState:
+        """A peer that `resolve` found while running (workers/peer_resolver.py). The
+        master assigns the peer board's slots, at load and reload, so this one keeps
+        its state in a board of this worker's own until the next reload makes it a
+        configured peer with a shared slot."""
+        if self.private_board is None:
+            # The shared board's shape, so that a pick reads the same columns of
+            # both; only this worker's column is ever written.
+            self.private_board = PeerBoard(columns=self.board.columns, peers=64,
+                                           shared_lock=False)
+        board = self.private_board
+        state = PeerState(peer, len(self.peers), board, self.column,
+                          board.slot_for("", str(peer.address)))
+        self.peers.append(state)
+        return state
 
     def choose(self, tried: set[int], client_ip: bytes, now: float) -> int | None:
         """The index of the peer for the next try, or None when none is left."""

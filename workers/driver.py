@@ -333,7 +333,8 @@ class Driver:
         self.phase = BODY
         self.keep_alive = conn.keep_alive_allowed(request)
         self.pool = pool = pool_for(location.upstream)
-        self.tries = tries = exchange.Tries(pool.balancer, conn.client_ip, request.method)
+        self.tries = tries = exchange.Tries(pool.balancer, conn.client_ip, request.method,
+                                            location.next_upstream)
         tries.first(_monotonic())
         if location.protocol == "uwsgi":
             self.codec = exchange.UWSGI_CODEC
@@ -742,7 +743,11 @@ class Driver:
         """The reply's head is in: count the peer's success, and hand a 101 to the
         tunnel. False when the driver has let go of the exchange."""
         reply = self.reply
-        self.tries.succeeded()
+        tries = self.tries
+        statuses = tries.statuses  # next_upstream's http_5xx/429: empty by default
+        if statuses and reply.response.status in statuses and self._next_after_status():
+            return False
+        tries.succeeded()
         conn = self.conn
         conn.status = conn.upstream_status = reply.status
         conn.upstream_peer = peer = self.peer_state
@@ -762,6 +767,28 @@ class Driver:
         out = self.out
         if out is not None:  # (made for a 100 Continue the client did not take at once)
             out.memory_limit, out.file_limit = memory, file_limit
+        return True
+
+    def _next_after_status(self) -> bool:
+        """A reply status that next_upstream lists (http_503...): True when the reply
+        is discarded (its connection closed, nothing sent to the client) and the
+        request goes to the next peer; False when this reply is the answer."""
+        tries = self.tries
+        failed_peer = tries.peer_index
+        status = self.reply.status
+        if not tries.try_next_after_status(status, self.body_started and self.spool is None,
+                                           _monotonic()):
+            return False
+        recorder.upstream_response(self.peer_state.metric)
+        state = tries.balancer.peers[failed_peer]
+        log.warning("upstream %s answered %d, next upstream tried, client %s, request "
+                    "\"%s\", request_id %s", state.peer.address, status,
+                    self.conn.client_addr, _request_line(self.request),
+                    self.conn.request_id or "-")
+        self._drop_upstream()  # (closed: the rest of that reply is never read)
+        self.reading_reply = False
+        self.reply = None
+        self._start_attempt()
         return True
 
     def _reply_complete(self, ended_a_full_read: bool) -> None:

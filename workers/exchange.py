@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from prefork_proxy.next_upstream import DEFAULT as DEFAULT_NEXT_UPSTREAM
 from workers import headers as header_rules
 from workers.chunked_body import ChunkedBody
 from workers.errors import HttpError, UpstreamError
@@ -33,6 +34,7 @@ from workers.uwsgi_packet import find_head_end, parse_reply_head
 
 if TYPE_CHECKING:
     from prefork_proxy.config import Location
+    from prefork_proxy.next_upstream import NextUpstream
     from workers.balancing import Balancer
     from workers.http1 import Request
 
@@ -123,20 +125,32 @@ def body_tail(body: int) -> bytes:
 
 
 class Tries:
-    """The peers tried for one request, and nginx's `proxy_next_upstream error timeout`.
+    """The peers tried for one request, and nginx's `proxy_next_upstream` (the
+    location's policy, prefork_proxy/next_upstream.py; by default `error timeout`).
 
-    Another peer is tried only while nothing has reached the client and nothing
-    that cannot be repeated has gone upstream: no body byte streamed from the
-    client (it is not kept), no POST, LOCK or PATCH. A pooled connection that
-    fails before its reply gets one free retry on a fresh connection (the
-    upstream may have closed it while idle); a read timeout is no such failure.
-    When every try fails, the last error answers (a timeout 504, else 502).
+    Another peer is tried only for a failure the policy lists (error, timeout,
+    invalid_header, or a listed reply status), while nothing has reached the
+    client and nothing that cannot be repeated has gone upstream: no body byte
+    streamed from the client (it is not kept), no POST, LOCK or PATCH unless
+    `non_idempotent` is listed; and while next_upstream_tries (every try, the
+    first included) and next_upstream_timeout (from the first try's start) allow.
+    A pooled connection that fails before its reply gets one free retry on a
+    fresh connection, uncounted (the upstream may have closed it while idle), if
+    `error` is listed (nginx: the free retry is an `error` try); a read timeout
+    is no such failure. When every try fails, the last error answers (a timeout
+    504, else 502); a listed status with no try left is the answer itself.
+
+    What counts against a peer's max_fails (nginx's proxy_next_upstream docs):
+    an error, a timeout or an invalid head always, listed or not; a listed reply
+    status when it sends the request on to the next peer (nginx frees the peer
+    that gave the last reply as a success).
     """
 
     __slots__ = ("balancer", "client_ip", "method", "tried", "free_retry", "peer_index",
-                 "last_error")
+                 "last_error", "policy", "statuses", "count", "started")
 
-    def __init__(self, balancer: Balancer, client_ip: bytes, method: bytes) -> None:
+    def __init__(self, balancer: Balancer, client_ip: bytes, method: bytes,
+                 policy: NextUpstream = DEFAULT_NEXT_UPSTREAM) -> None:
         self.balancer = balancer
         self.client_ip = client_ip
         self.method = method
@@ -144,9 +158,14 @@ class Tries:
         self.free_retry = True  # a pooled connection may be used, and retried once
         self.peer_index: int | None = None
         self.last_error: UpstreamError | None = None
+        self.policy = policy
+        self.statuses = policy.statuses  # the reply statuses that are failures
+        self.count = 1  # the tries made (free retries not counted)
+        self.started = 0.0
 
     def first(self, now: float) -> int | None:
         balancer = self.balancer
+        self.started = now
         self.peer_index = 0 if balancer.single else balancer.choose(
             self.tried, self.client_ip, now)
         return self.peer_index
@@ -155,24 +174,69 @@ class Tries:
         return self.last_error or UpstreamError(502, f"no live {what}",
                                                 cause="no_live_upstreams")
 
+    def _may_go_on(self, body_started: bool, now: float) -> bool:
+        """The request may be sent to another peer (nginx ngx_http_upstream_next's
+        tries, non_idempotent and next_upstream_timeout checks)."""
+        if body_started or (self.method in NOT_RETRIED_ONCE_SENT
+                            and not self.policy.non_idempotent):
+            return False
+        return self._counts_left(now)
+
     def failed(self, error: UpstreamError, reused: bool, body_started: bool,
                timed_out: bool, now: float) -> int:
         """After an attempt failed: FREE_RETRY (the same peer, a fresh connection),
         NEXT_PEER (`peer_index` is the next, or None when there is none left);
         raises the error when it must be answered now."""
+        policy = self.policy
         if (reused and self.free_retry and not body_started and not timed_out
-                and self.method not in NOT_RETRIED_ONCE_SENT):
+                and policy.error and (policy.non_idempotent
+                                      or self.method not in NOT_RETRIED_ONCE_SENT)):
             self.free_retry = False
             return FREE_RETRY
-        self.balancer.failed(self.peer_index, now)
+        self.balancer.failed(self.peer_index, now)  # (always a failure, listed or not)
         self.last_error = error
-        sent_for_good = body_started or self.method in NOT_RETRIED_ONCE_SENT
-        if sent_for_good and not error.retryable:
+        if error.status == 504:
+            listed = policy.timeout
+        elif error.cause == "invalid_header" and not error.retryable:  # (a reply's head)
+            listed = policy.invalid_header
+        else:
+            listed = policy.error
+        # A retryable error reached no upstream (a connect failure): nothing was sent.
+        if not listed or not (error.retryable and self._counts_left(now)
+                              or self._may_go_on(body_started, now)):
             raise error
+        self._next(now)
+        return NEXT_PEER
+
+    def _counts_left(self, now: float) -> bool:
+        """next_upstream_tries and next_upstream_timeout allow another try."""
+        policy = self.policy
+        return (not policy.tries or self.count < policy.tries) and not (
+            policy.time_limit and now - self.started >= policy.time_limit)
+
+    def _next(self, now: float) -> None:
         self.tried.add(self.peer_index)
         self.free_retry = True
+        self.count += 1
         self.peer_index = self.balancer.choose(self.tried, self.client_ip, now)
-        return NEXT_PEER
+
+    def try_next_after_status(self, status: int, body_started: bool, now: float) -> bool:
+        """A reply head with a listed `status` came (the caller checked `statuses`):
+        True when it is to be discarded and the request sent to `peer_index`, the
+        next peer; False when it is the answer (no other try is possible)."""
+        if not self._may_go_on(body_started, now):
+            return False
+        tried = self.tried | {self.peer_index}
+        following = self.balancer.choose(tried, self.client_ip, now)
+        if following is None:
+            return False  # nginx sends the last reply
+        self.balancer.failed(self.peer_index, now)  # nginx: NGX_PEER_FAILED
+        self.last_error = UpstreamError(502, f"upstream answered {status}")
+        self.tried = tried
+        self.free_retry = True
+        self.count += 1
+        self.peer_index = following
+        return True
 
     def succeeded(self) -> None:
         self.balancer.succeeded(self.peer_index)

@@ -149,6 +149,12 @@ class UpstreamPool:
                 connection.close()
                 return
 
+    def close_idle_to(self, peer_indexes: set[int]) -> None:
+        """Close the idle connections to these peers (they drain: workers/peer_resolver.py)."""
+        for connection in [c for c in self.idle if c.peer_index in peer_indexes]:
+            self.idle.remove(connection)
+            connection.close()
+
     def close_all(self) -> None:
         while self.idle:
             self.idle.pop().close()

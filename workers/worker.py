@@ -30,7 +30,7 @@ from prefork_proxy import logs, peer_board, privileges
 from prefork_proxy.config import Config, Server
 from prefork_proxy.metrics_board import LOC_BASE
 from prefork_proxy.scoreboard import DRAINING, READY, Scoreboard
-from workers import upstreams, virtual_hosts
+from workers import peer_resolver, upstreams, virtual_hosts
 from workers.acceptor import Listener
 from workers.access_log import AccessLog
 from workers.client import ClientConnection
@@ -211,6 +211,10 @@ class Worker:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, list(blocked))
         heartbeat = gevent.spawn(self._heartbeat)
         gevent.spawn(sweep_timeouts)
+        # `resolve`: the upstreams' host names asked again at their interval.
+        peer_resolver.start_all([upstreams.pool_for(upstream)
+                                 for upstream in self.config.upstreams.values()
+                                 if upstream.resolve > 0])
         # What exists now (config, modules, servers) lives as long as the worker:
         # keep it out of the cyclic collector's scans, and collect young objects
         # less often, since the per-request objects are freed by refcount anyway.
