@@ -33,7 +33,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     with running_site(tmp_path_factory.mktemp("http2"), """
         workers = 1
         access_log = "{dir}/access.log"
-        client_keepalive_timeout = "1s"
+        client_keepalive_timeout = "3s"  # long enough for a loaded machine between steps
         client_send_timeout = "1s"
         [[server]]
         listen = ["127.0.0.1:{port} http2"]
@@ -192,10 +192,10 @@ def test_rapid_reset_is_answered_enhance_your_calm_while_others_are_served(site:
 def test_an_idle_connection_gets_goaway_after_keepalive_timeout(client: H2Client) -> None:
     assert client.get("/bytes/1").status == 200
     started = time.monotonic()
-    client.read_until_closed(timeout=5)
+    client.read_until_closed(timeout=10)
     assert client.terminated is not None
     assert client.terminated.error_code == h2.errors.ErrorCodes.NO_ERROR
-    assert 0.9 < time.monotonic() - started < 3
+    assert 2.9 < time.monotonic() - started < 7
 
 
 def test_a_stream_the_client_gives_no_window_is_reset_after_send_timeout(site: Site) -> None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from gevent import get_hub
 
 from workers.client import ClientConnection
+from workers.stats import stats
 from workers.stream import Stream
 
 if TYPE_CHECKING:
@@ -125,5 +126,6 @@ class Listener:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = ClientConnection(client, address, self.site, self.server_port, self.names,
                                 self.proxy_protocol, self.tls, self.http2)
+        stats.connections += 1  # from the accept: a PROXY header or handshake counts too
         worker.opened(conn)
         conn.start()

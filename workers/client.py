@@ -87,7 +87,6 @@ class ClientConnection:
         self.request_id: str | None = None
         self.forwarded_request_id: bytes | None = None
 
-        stats.connections += 1  # from the accept (a TLS handshake counts, as in nginx)
 
     def _set_peer(self, address: str, port: bytes) -> None:
         """The connection's own address: the request's client address until a

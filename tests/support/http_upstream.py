@@ -17,6 +17,7 @@ Every response is JSON unless a path asks otherwise:
                     response ("poisoned") on the same connection (a broken upstream);
                     "/extra-response:sent" joins the stats paths once it is written
   /chunked-extra    a chunked "hello" and, in the same write, a second response
+  /page/N           an HTML page with N subresources (<img src="/bytes/512?i=K">)
   /stats            {"connections": TCP connections accepted, "requests": requests
                     other than /stats, "paths": the last 100 of their paths}
 Request bodies may be Content-Length or chunked; they are read and hashed.
@@ -107,6 +108,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     piece = PIECE[:min(size, len(PIECE))]
                     self.wfile.write(piece)
                     size -= len(piece)
+            return
+        if kind == "page":
+            images = "".join(f'<img src="/bytes/512?i={index}">' for index in range(int(parts[1])))
+            body = f"<!doctype html><html><body>{images}</body></html>".encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
             return
         if kind == "chunked":
             size = int(parts[1])

@@ -205,9 +205,15 @@ class StreamConnection(ClientConnection):
     def __init__(self, endpoint: StreamEndpoint, parent: ClientConnection) -> None:
         super().__init__(endpoint, None, parent.site, parent.server_port)
         self.endpoint = endpoint
+        self.tls = parent.tls  # X-Forwarded-Proto https, uwsgi HTTPS=on
+        # The connection's own address (its socket's or its PROXY header's), and its
+        # realip rule: each stream is a request of that connection (workers/real_ip.py).
+        self.peer_addr, self.peer_ip, self.peer_port = (
+            parent.peer_addr, parent.peer_ip, parent.peer_port)
         self.client_addr = parent.client_addr
         self.client_ip = parent.client_ip
         self.client_port = parent.client_port
+        self.real_ip = parent.real_ip
         self.keeps_request_id = parent.keeps_request_id
         self.reader = StreamRequestReader()
 
