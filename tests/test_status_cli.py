@@ -264,7 +264,9 @@ def test_status_reports_a_config_error_as_the_config_check_does(tmp_path):
     done = status_command(config)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.startswith(f"prefork-proxy: {config}: workers: ")
-    assert done.stderr.count("\n") == 1
+    # Every error of the file, one a line: the bad setting and the missing server.
+    assert done.stderr.count("\n") == 2
+    assert f"{config}: server: needs at least one [[server]]" in done.stderr
 
 
 @pytest.mark.timeout(60)
