@@ -89,7 +89,10 @@ def proxy(upstreams: list[ScriptedHttp], refused: list[int],
                         'next_upstream = ["error", "http_502", "non_idempotent"]')
             + _location("/off/", "off", 'next_upstream = ["off"]')
             + _location("/deadline/", "deadline",
-                        'read_timeout = "400ms"\n  next_upstream_timeout = "600ms"')
+                        # Tries start at 0, 1 s and 2 s: a limit of 1.5 s lets the
+                        # second start and not the third, with 0.5 s to spare either
+                        # side on a loaded machine.
+                        'read_timeout = "1s"\n  next_upstream_timeout = "1500ms"')
             + _location("/down/", "down"))
     with running_proxy(tmp_path_factory.mktemp("next-upstream"), text) as running:
         yield running
@@ -137,14 +140,14 @@ def test_next_upstream_tries_2_makes_two_tries_of_three_peers(
 
 def test_next_upstream_timeout_runs_from_the_first_try(
         proxy: Proxy, upstreams: list[ScriptedHttp]) -> None:
-    """Each peer stalls: the first try times out at 0.4 s, the second starts within
-    0.6 s of the first and times out at 0.8 s, past the limit: 504, two tries."""
+    """Each peer stalls: the first try times out at 1 s, the second starts within
+    1.5 s of the first and times out at 2 s, past the limit: 504, two tries."""
     started = time.monotonic()
     status, _ = _exchange(proxy, "GET", "/deadline/x")
     elapsed = time.monotonic() - started
     assert status == 504
     assert sum(_hits(upstreams, b"/deadline/x")) == 2
-    assert 0.75 < elapsed < 3.0, elapsed  # (two read timeouts, not three)
+    assert 1.9 < elapsed < 4.5, elapsed  # (two read timeouts, not three)
 
 
 def test_a_post_is_not_sent_again_on_a_listed_502(proxy: Proxy,
