@@ -68,7 +68,7 @@ class ClientConnection:
             self._set_peer(address[0], b"%d" % address[1])
         else:
             self._set_peer("unix:", b"")
-        self.reader = RequestReader()
+        self.reader = self.new_reader()
         self.body_timeout = site.body_timeout
         self.send_timeout = site.send_timeout
         self.requests = 0  # requests taken on this connection (nginx keepalive_requests)
@@ -114,6 +114,10 @@ class ClientConnection:
         if rule is not None and rule.from_proxy_protocol and not rule.trusts(self.peer_addr):
             return
         self._set_peer(source[0], b"%d" % source[1])
+
+    def new_reader(self) -> RequestReader:
+        """The connection's HTTP/1.1 reader (an HTTP/2 stream's marks its requests)."""
+        return RequestReader()
 
     def keep_alive_allowed(self, request: Request) -> bool:
         site = self.site

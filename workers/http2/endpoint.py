@@ -215,7 +215,10 @@ class StreamConnection(ClientConnection):
         self.client_port = parent.client_port
         self.real_ip = parent.real_ip
         self.keeps_request_id = parent.keeps_request_id
-        self.reader = StreamRequestReader()
+
+    def new_reader(self) -> RequestReader:
+        # One llhttp parser per stream, not a plain one made and dropped first.
+        return StreamRequestReader()
 
     def serve(self, header_deadline: float) -> None:
         self.driver = driver.Driver(self)
