@@ -22,7 +22,13 @@ from prefork_proxy.host_names import check_server_name
 from prefork_proxy.next_upstream import NextUpstream, parse_next_upstream
 from prefork_proxy.peer_names import resolve_peers
 from prefork_proxy.proxy_ssl import UpstreamTls
-from prefork_proxy.values import Address, parse_address, parse_duration, parse_size
+from prefork_proxy.values import (
+    Address,
+    parse_address,
+    parse_duration,
+    parse_size,
+    parse_timeout,
+)
 
 if TYPE_CHECKING:
     from prefork_proxy.health_board import HealthBoard
@@ -74,14 +80,6 @@ def _at_least_one(value: object) -> int:
     if _positive_int(value) < 1:
         raise ValueError(f"{value!r} must be at least 1")
     return value
-
-
-def _timeout(value: object) -> float:
-    """A duration above 0: a wait that may not last at all would close everything."""
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError(f"{value!r} must be more than 0s")
-    return seconds
 
 
 def _byte(value: object) -> int:
@@ -179,7 +177,7 @@ class Upstream:
     # HAProxy's maxqueue: requests that wait in a worker while every usable peer is
     # at max_conns (0: none wait; they are answered 503 at once), for queue_timeout.
     queue: int = _setting(0, _positive_int)
-    queue_timeout: float = _setting(30.0, _timeout)
+    queue_timeout: float = _setting(30.0, parse_timeout)
     # An active check (prefork_proxy/health_check.py), run by the one health checker.
     health_check: HealthCheck | None = None
     # Host names in `servers` are resolved when the config is read; with `resolve`
@@ -291,11 +289,11 @@ class ClientLimits:
     # nginx client_header_timeout: a deadline for the whole request head, counted
     # from the accept for a connection's first request, from the first byte of a
     # later one (before that byte the keep-alive timeout runs).
-    client_header_timeout: float = _setting(60.0, _timeout)
+    client_header_timeout: float = _setting(60.0, parse_timeout)
     # nginx client_body_timeout: the time between two reads of a request body.
-    client_body_timeout: float = _setting(60.0, _timeout)
+    client_body_timeout: float = _setting(60.0, parse_timeout)
     # nginx send_timeout: the time between two successful writes to the client.
-    client_send_timeout: float = _setting(60.0, _timeout)
+    client_send_timeout: float = _setting(60.0, parse_timeout)
     # nginx keepalive_timeout: the wait for the next request; 0 turns keep-alive off.
     client_keepalive_timeout: float = _setting(75.0, parse_duration)
     # nginx keepalive_requests: the answer to the last one says Connection: close.
@@ -337,7 +335,7 @@ class TlsSettings:
     ssl_session_tickets: bool = _setting(True, _boolean)
     # nginx's default. The stdlib cannot set the session lifetime (SSL_CTX_set_timeout):
     # checked and kept, but OpenSSL's default lifetime (2 h) applies.
-    ssl_session_timeout: float = _setting(300.0, _timeout)
+    ssl_session_timeout: float = _setting(300.0, parse_timeout)
 
 
 TLS_SETTINGS = tuple(f.name for f in fields(TlsSettings))

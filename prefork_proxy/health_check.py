@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from prefork_proxy.values import parse_duration
+from prefork_proxy.values import parse_timeout
 
 if TYPE_CHECKING:
     from prefork_proxy.config import Server
@@ -71,20 +71,13 @@ def _count(value: object) -> int:
     return value
 
 
-def _positive_duration(value: object) -> float:
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError(f"{value!r} must be more than 0s")
-    return seconds
-
-
 def _path(value: object) -> str:
     if not isinstance(value, str) or not _PATH.fullmatch(value):
         raise ValueError(f"{value!r} is not a path starting with / (no spaces)")
     return value
 
 
-_PARSERS = {"path": _path, "interval": _positive_duration, "timeout": _positive_duration,
+_PARSERS = {"path": _path, "interval": parse_timeout, "timeout": parse_timeout,
             "rise": _count, "fall": _count, "expect": parse_expect}
 
 

@@ -32,6 +32,14 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
+def parse_timeout(value: object) -> float:
+    """A duration above 0: a wait that may not last at all would close everything."""
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"{value!r} must be more than 0s")
+    return seconds
+
+
 def parse_size(value: object) -> int:
     """"512MiB", "1m", "10k", "0" or a bare number of bytes -> bytes (nginx's k/m/g are 1024)."""
     if isinstance(value, bool):
