@@ -307,9 +307,9 @@ listen = ["127.0.0.1:{port}"]
 
 def _nginx_config(prefix: Path, port: int, upstream_port: int, workers: int) -> str:
     # The same settings as the reference proxy's HTTP route (bench/nginx.py).
-    return nginx._main_block(prefix, workers) + f"""\
+    return nginx.main_block(prefix, workers) + f"""\
 http {{
-{nginx._http_common(prefix)}
+{nginx.http_common(prefix)}
     upstream hostile {{
         server 127.0.0.1:{upstream_port};
         keepalive 32;

@@ -35,7 +35,7 @@ uwsgi_param  SERVER_NAME        $server_name;
 """
 
 
-def _main_block(prefix: Path, workers: int) -> str:
+def main_block(prefix: Path, workers: int) -> str:
     # worker_connections counts upstream connections too: 5,000 tunnels in one
     # worker hold 10,000 sockets.
     return f"""\
@@ -47,7 +47,7 @@ events {{ worker_connections 20000; }}
 """
 
 
-def _http_common(prefix: Path) -> str:
+def http_common(prefix: Path) -> str:
     return f"""\
     access_log off;
     default_type text/plain;
@@ -73,9 +73,9 @@ def upstream_config(prefix: Path, port: int, files: Path, dav_root: Path,
     """
     listens = "".join(f"        listen 127.0.0.1:{extra} backlog=4096;\n"
                       for extra in pool_ports)
-    return _main_block(prefix, 1) + f"""\
+    return main_block(prefix, 1) + f"""\
 http {{
-{_http_common(prefix)}
+{http_common(prefix)}
     sendfile on;
     tcp_nopush on;
     keepalive_requests 1000000;
@@ -134,9 +134,9 @@ def proxy_config(
         shutil.copyfile(UWSGI_PARAMS, params)
     else:
         params.write_text(_UWSGI_PARAMS_FALLBACK)
-    return _main_block(prefix, workers) + f"""\
+    return main_block(prefix, workers) + f"""\
 http {{
-{_http_common(prefix)}
+{http_common(prefix)}
     upstream app {{
         server 127.0.0.1:{http_port};
         keepalive 32;

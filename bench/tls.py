@@ -93,9 +93,9 @@ def nginx_config(prefix: Path, workers: int, upstream: int, plain: int, tls: int
                  cert: Path, key: Path) -> str:
     # nginx 1.22 spells HTTP/2 as a listen parameter; `ssl_session_cache` is left
     # at its default (none: tickets only), as prefork-proxy has no shared cache.
-    return nginx._main_block(prefix, workers) + f"""\
+    return nginx.main_block(prefix, workers) + f"""\
 http {{
-{nginx._http_common(prefix)}
+{nginx.http_common(prefix)}
     keepalive_requests 1000000;
     upstream app {{
         server 127.0.0.1:{upstream};

@@ -25,18 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _upstream_config(prefix: Path, port: int) -> str:
-    return f"""\
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
+    return nginx.main_block(prefix, 1) + f"""\
 http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
+{nginx.http_common(prefix)}
     keepalive_requests 100000;
     server {{
         listen 127.0.0.1:{port} backlog=4096 reuseport;
@@ -96,19 +87,9 @@ listen = ["127.0.0.1:{port}"]
 def _nginx(work: Path, log_dir: Path, port: int, ports: list[int]) -> procs.Process:
     prefix = work / "nginx-proxy"
     servers = "".join(f"        server 127.0.0.1:{p};\n" for p in ports)
-    config = f"""\
-worker_processes 2;
-worker_rlimit_nofile 65536;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 20000; }}
+    config = nginx.main_block(prefix, 2) + f"""\
 http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
+{nginx.http_common(prefix)}
     upstream flap {{
 {servers}        keepalive 32;
     }}
