@@ -11,7 +11,6 @@ not, is served, and so is a second one on the same connection.
 
 from __future__ import annotations
 
-import re
 import socket
 import struct
 import subprocess
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.processes import free_port, port_open, wait_for
-from tests.support.sites import Site, running_site
+from tests.support.sites import Site, access_line, headers_seen, running_site
 from tests.support.wire import Wire, request
 from workers.proxy_protocol import V2_SIGNATURE
 
@@ -91,19 +90,6 @@ def haproxy(tmp_path: Path, site: Site) -> Iterator[Callable[[str], int]]:
         process.wait(timeout=10)
 
 
-def seen(response) -> dict[str, list[str]]:  # noqa: ANN001
-    headers: dict[str, list[str]] = {}
-    for name, value in response.json()["headers"]:
-        headers.setdefault(name.lower(), []).append(value)
-    return headers
-
-
-def access_line(site: Site, path: str) -> str:
-    log = Path(site.proxy.config_path).parent / "access.log"
-    pattern = re.compile(rf"^.* \"GET {re.escape(path)} HTTP/1\.1\" .*$", re.MULTILINE)
-    match = wait_for(lambda: log.exists() and pattern.search(log.read_text()),
-                     message=f"the access log line of {path}")
-    return match.group(0)
 
 
 def v2_header(source: str, sport: int, command: int = 1) -> bytes:
@@ -135,7 +121,7 @@ def test_haproxy_s_header_names_the_client_upstream_and_in_the_log(
         wire.send(request("GET", path))
         response = wire.response()
     assert response.status == 200
-    headers = seen(response)
+    headers = headers_seen(response)
     assert headers["x-real-ip"] == [source]
     assert headers["x-forwarded-for"] == [source]
     assert access_line(site, path).startswith(f"{source} - - [")
@@ -149,7 +135,7 @@ def test_haproxy_s_connection_serves_two_requests(site: Site,
             wire.send(request("GET", f"/echo/kept/{number}"))
             responses.append(wire.response())
     assert [response.status for response in responses] == [200, 200]
-    assert [seen(response)["x-real-ip"] for response in responses] == [["127.0.0.3"]] * 2
+    assert [headers_seen(response)["x-real-ip"] for response in responses] == [["127.0.0.3"]] * 2
 
 
 def test_a_handcrafted_v2_header_sets_the_address_with_real_ip_header_proxy_protocol(
@@ -157,14 +143,14 @@ def test_a_handcrafted_v2_header_sets_the_address_with_real_ip_header_proxy_prot
     with connect(REAL_IP_PORT) as wire:
         wire.send(v2_header("203.0.113.7", 40000) + request("GET", "/echo/fake-source"))
         response = wire.response()
-    assert seen(response)["x-real-ip"] == ["203.0.113.7"]
+    assert headers_seen(response)["x-real-ip"] == ["203.0.113.7"]
     assert access_line(site, "/echo/fake-source").startswith("203.0.113.7 - - [")
 
 
 def test_a_v2_local_header_keeps_the_socket_address(site: Site) -> None:
     with connect(site.port, "127.0.0.4") as wire:
         wire.send(v2_header("203.0.113.7", 40000, command=0) + request("GET", "/echo/local"))
-        assert seen(wire.response())["x-real-ip"] == ["127.0.0.4"]
+        assert headers_seen(wire.response())["x-real-ip"] == ["127.0.0.4"]
 
 
 def test_a_keep_alive_connection_after_a_header_serves_two_requests(site: Site) -> None:
@@ -174,7 +160,7 @@ def test_a_keep_alive_connection_after_a_header_serves_two_requests(site: Site) 
         first = wire.response()
         wire.send(request("GET", "/echo/two"))
         second = wire.response()
-    assert seen(first)["x-real-ip"] == seen(second)["x-real-ip"] == ["198.51.100.4"]
+    assert headers_seen(first)["x-real-ip"] == headers_seen(second)["x-real-ip"] == ["198.51.100.4"]
     assert first.json()["connection"] == second.json()["connection"]
 
 
@@ -189,7 +175,7 @@ def test_a_header_split_over_several_segments_is_read_whole(site: Site, header: 
         wire.send(request("GET", "/echo/split"))
         response = wire.response()
     assert response.status == 200
-    assert seen(response)["x-real-ip"] == ["198.51.100.5"]
+    assert headers_seen(response)["x-real-ip"] == ["198.51.100.5"]
 
 
 @pytest.mark.parametrize("data", [
@@ -220,4 +206,4 @@ def test_an_untrusted_sender_s_header_is_not_believed_with_real_ip_header_proxy_
     # real_ip_from is 127.0.0.1 alone: a header sent from 127.0.0.2 is read, not taken.
     with connect(REAL_IP_PORT, "127.0.0.2") as wire:
         wire.send(v2_header("203.0.113.7", 40000) + request("GET", "/echo/untrusted-sender"))
-        assert seen(wire.response())["x-real-ip"] == ["127.0.0.2"]
+        assert headers_seen(wire.response())["x-real-ip"] == ["127.0.0.2"]

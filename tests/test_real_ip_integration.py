@@ -10,14 +10,12 @@ address the trusted header names.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.support.processes import Upstream, free_port, wait_for
-from tests.support.sites import Site, running_site
+from tests.support.sites import Site, access_line, headers_seen, running_site
 from tests.support.status import fetch
 from tests.support.wire import Wire, get, request
 
@@ -74,28 +72,13 @@ def site(tmp_path_factory: pytest.TempPathFactory, second_upstream: Upstream) ->
         yield running
 
 
-def seen(response) -> dict[str, list[str]]:  # noqa: ANN001
-    """The request headers the upstream received, by lower-cased name."""
-    headers: dict[str, list[str]] = {}
-    for name, value in response.json()["headers"]:
-        headers.setdefault(name.lower(), []).append(value)
-    return headers
-
-
-def access_line(site: Site, path: str) -> str:
-    """The access log line of the request for `path` (waits for the flush)."""
-    log = Path(site.proxy.config_path).parent / "access.log"
-    pattern = re.compile(rf"^.* \"GET {re.escape(path)} HTTP/1\.1\" .*$", re.MULTILINE)
-    match = wait_for(lambda: log.exists() and pattern.search(log.read_text()),
-                     message=f"the access log line of {path}")
-    return match.group(0)
 
 
 def test_a_trusted_proxy_s_x_forwarded_for_names_the_client_upstream_and_in_the_log(
         site: Site) -> None:
     response = get(site.port, "/echo/trusted", headers=[("X-Forwarded-For", "203.0.113.7")])
     assert response.status == 200
-    headers = seen(response)
+    headers = headers_seen(response)
     assert headers["x-real-ip"] == ["203.0.113.7"]
     # nginx's $proxy_add_x_forwarded_for: the list, then $remote_addr (realip's).
     assert headers["x-forwarded-for"] == ["203.0.113.7, 203.0.113.7"]
@@ -105,29 +88,29 @@ def test_a_trusted_proxy_s_x_forwarded_for_names_the_client_upstream_and_in_the_
 def test_the_rightmost_address_is_taken_without_recursion(site: Site) -> None:
     response = get(site.port, "/echo/list", headers=[("X-Forwarded-For", "198.51.100.1"),
                                                       ("X-Forwarded-For", "203.0.113.9, 10.1.1.1")])
-    assert seen(response)["x-real-ip"] == ["10.1.1.1"]
+    assert headers_seen(response)["x-real-ip"] == ["10.1.1.1"]
 
 
 def test_an_invalid_address_leaves_the_connection_s_own(site: Site) -> None:
     response = get(site.port, "/echo/invalid", headers=[("X-Forwarded-For", "unknown")])
-    assert seen(response)["x-real-ip"] == ["127.0.0.1"]
+    assert headers_seen(response)["x-real-ip"] == ["127.0.0.1"]
 
 
 def test_each_request_on_a_keep_alive_connection_is_judged_afresh(site: Site) -> None:
     with Wire(site.port) as wire:
         wire.send(request("GET", "/echo/first", headers=[("X-Forwarded-For", "203.0.113.7")]))
-        assert seen(wire.response())["x-real-ip"] == ["203.0.113.7"]
+        assert headers_seen(wire.response())["x-real-ip"] == ["203.0.113.7"]
         wire.send(request("GET", "/echo/second"))
         second = wire.response()
-        assert seen(second)["x-real-ip"] == ["127.0.0.1"]
-        assert seen(second)["x-forwarded-for"] == ["127.0.0.1"]
+        assert headers_seen(second)["x-real-ip"] == ["127.0.0.1"]
+        assert headers_seen(second)["x-forwarded-for"] == ["127.0.0.1"]
     assert access_line(site, "/echo/second").startswith("127.0.0.1 - - [")
 
 
 def test_an_untrusted_peer_s_header_changes_nothing(site: Site) -> None:
     response = get(Ports.untrusting, "/echo/untrusted",
                    headers=[("X-Forwarded-For", "203.0.113.7")])
-    headers = seen(response)
+    headers = headers_seen(response)
     assert headers["x-real-ip"] == ["127.0.0.1"]
     assert headers["x-forwarded-for"] == ["203.0.113.7, 127.0.0.1"]
     assert access_line(site, "/echo/untrusted").startswith("127.0.0.1 - - [")

@@ -12,6 +12,7 @@ upstream's host:port) and `{dir}` (the directory, for log files).
 
 from __future__ import annotations
 
+import re
 import socket
 import textwrap
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.processes import Proxy, Upstream, free_port
+from tests.support.processes import Proxy, Upstream, free_port, wait_for
 from tests.support.wire import get
 
 
@@ -73,3 +74,22 @@ def running_site(directory: Path, config_text: str,
             yield Site(proxy, upstream)
     finally:
         upstream.stop()
+
+
+def headers_seen(response) -> dict[str, list[str]]:  # noqa: ANN001 (a wire Response)
+    """The request headers an /echo upstream reply says it received, by lower-cased
+    name, every occurrence kept."""
+    headers: dict[str, list[str]] = {}
+    for name, value in response.json()["headers"]:
+        headers.setdefault(name.lower(), []).append(value)
+    return headers
+
+
+def access_line(site: Site, path: str) -> str:
+    """The access log line of the GET for `path` (waits for the log's flush); the
+    config writes its access log beside it, as access.log."""
+    log = Path(site.proxy.config_path).parent / "access.log"
+    pattern = re.compile(rf"^.* \"GET {re.escape(path)} HTTP/1\.1\" .*$", re.MULTILINE)
+    match = wait_for(lambda: log.exists() and pattern.search(log.read_text()),
+                     message=f"the access log line of {path}")
+    return match.group(0)
