@@ -12,18 +12,16 @@ import collections
 import socket
 import threading
 
+from tests.support.thread_server import ThreadServer
 
-class HealthPeer:
+
+class HealthPeer(ThreadServer):
     def __init__(self, hung: bool = False) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0), backlog=128)
-        self.listener.settimeout(0.2)
-        self.port = self.listener.getsockname()[1]
-        self.address = f"127.0.0.1:{self.port}"
+        super().__init__()
         self.hung = hung
         self.paths: collections.Counter[str] = collections.Counter()
         self.lock = threading.Lock()
-        self.stopped = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.start()
 
     def count(self, path: str) -> int:
         with self.lock:
@@ -33,16 +31,6 @@ class HealthPeer:
         """Requests for anything but the check path."""
         with self.lock:
             return sum(n for path, n in self.paths.items() if path != check_path)
-
-    def _accept(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
@@ -74,7 +62,3 @@ class HealthPeer:
             body = f"peer {self.port}".encode()
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
                          % (len(body), body))
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.listener.close()

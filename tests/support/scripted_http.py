@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 import time
+
+from tests.support.thread_server import ThreadServer
 
 RESET = "reset"  # a step: close with SO_LINGER 0, so the peer sees a reset
 
@@ -25,36 +26,21 @@ def honest_reply(path: bytes) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
 
 
-class ScriptedHttp:
+class ScriptedHttp(ThreadServer):
     def __init__(self, replies: dict[bytes, object], serial: bool = False) -> None:
+        super().__init__()
         self.replies = replies
         self.serial = serial  # one connection at a time, as a one-process application
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.2)
-        self.port = self.listener.getsockname()[1]
         self.connections = 0
         self.requests: list[bytes] = []
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
+        self.start()
 
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            if self.serial:
-                self._serve(conn)
-            else:
-                threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    def on_accept(self, conn: socket.socket) -> None:
+        self.connections += 1
+        if self.serial:
+            self._serve(conn)
+        else:
+            super().on_accept(conn)
 
     def _serve(self, conn: socket.socket) -> None:
         data = b""
@@ -99,10 +85,6 @@ class ScriptedHttp:
     def paths(self) -> list[bytes]:
         return [head.split(b" ", 2)[1] for head in self.requests]
 
-    def close(self) -> None:
-        self.stopped.set()
-        self.listener.close()
-        self.thread.join(5)
 
 
 def _content_length(head: bytes) -> int:

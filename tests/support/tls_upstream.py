@@ -21,6 +21,8 @@ import ssl
 import threading
 from pathlib import Path
 
+from tests.support.thread_server import ThreadServer
+
 _PATTERN = bytes(range(256)) * 4096  # 1 MiB
 
 
@@ -30,41 +32,26 @@ def pattern(size: int) -> bytes:
     return (_PATTERN * repeats)[:size]
 
 
-class TlsUpstream:
+class TlsUpstream(ThreadServer):
     def __init__(self, cert_path: Path, key_path: Path) -> None:
+        super().__init__()
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(cert_path, key_path)
         self.context.sni_callback = self._sni
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.2)
-        self.port = self.listener.getsockname()[1]
         self.connections = 0
         self.handshakes: list[dict] = []
         self.failed_handshakes = 0
         self.lock = threading.Lock()
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        self.start()
 
     @staticmethod
     def _sni(sock: ssl.SSLSocket, server_name: str | None, context: ssl.SSLContext) -> None:
         sock.sni = server_name  # read once the handshake is done
 
-    def _accept(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    def on_accept(self, conn: socket.socket) -> None:
+        with self.lock:
+            self.connections += 1
+        super().on_accept(conn)
 
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(30)
@@ -122,9 +109,6 @@ class TlsUpstream:
             content = b"tls upstream: " + method + b" " + target
         return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(content), content)
 
-    def close(self) -> None:
-        self.stopped.set()
-        self.listener.close()
 
 
 class SilentListener:
