@@ -422,7 +422,7 @@ class Server:
     listen: tuple[Listen, ...]
     locations: tuple[Location, ...]
     client: ClientLimits = ClientLimits()
-    # nginx server_name (workers/server_names.py): the hosts that pick this server
+    # nginx server_name (prefork_proxy/host_names.py): the hosts that pick this server
     # among those sharing a listen address; none: only as the address's default.
     names: tuple[str, ...] = ()
     real_ip: RealIp = RealIp()
@@ -656,7 +656,7 @@ class _Reader:
         return Listen(address, **flags)
 
     def server_names(self, value: object, key: str) -> tuple[str, ...]:
-        """`server_name`: nginx's names (workers/server_names.py), lowercased."""
+        """`server_name`: nginx's names (prefork_proxy/host_names.py), lowercased."""
         if not isinstance(value, list):
             self.report(key, "must be a list of names, e.g. [\"example.com\", \"*.example.com\"]")
             return ()

@@ -2,7 +2,7 @@
 
 nginx ("How nginx processes a request"; ngx_http_add_listen): several servers
 may listen on one address, and the Host of a request picks one of them by
-server_name (workers/server_names.py). The address's default server is the one
+server_name (prefork_proxy/host_names.py). The address's default server is the one
 whose listen has `default_server`, else the first server listing it. Refused,
 as nginx refuses them: two default servers on one address, one name in two
 servers of an address, and servers that disagree on the parameters that belong

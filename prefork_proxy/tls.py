@@ -22,6 +22,8 @@ import re
 import ssl
 from collections.abc import Sequence
 
+from prefork_proxy.host_names import ServerNames, valid_host
+
 _SOURCE_LINE = re.compile(r" \(_ssl\.c:\d+\)$")
 _VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -44,7 +46,7 @@ def address_context(servers: Sequence[tuple[Sequence[str], str, str]], default: 
 
     A client that names a server (SNI, RFC 6066 §3) gets that server's certificate:
     the context's sni_callback switches the connection to the server's context,
-    chosen as a Host is (workers/server_names.py). No name, or a name no server
+    chosen as a Host is (prefork_proxy/host_names.py). No name, or a name no server
     has: the default server's certificate."""
     contexts = []
     for index, (_, certificate, key) in enumerate(servers):
@@ -64,27 +66,18 @@ def address_context(servers: Sequence[tuple[Sequence[str], str, str]], default: 
 class _ByServerName:
     """An sni_callback: the server context for the name the client sent."""
 
-    __slots__ = ("entries", "default", "names", "valid_host")
+    __slots__ = ("names",)
 
     def __init__(self, entries: list[tuple[Sequence[str], ssl.SSLContext]],
                  default: ssl.SSLContext) -> None:
-        self.entries, self.default = entries, default
-        self.names = self.valid_host = None  # made on the first call (in a worker)
+        self.names = ServerNames(entries, default)
 
     def __call__(self, connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None,
                  context: ssl.SSLContext) -> None:
         if server_name is None:
             return  # no SNI: the default server's certificate (the context as is)
-        names = self.names
-        if names is None:
-            # Imported here: the callback runs in workers only, and the master
-            # imports nothing of workers/ (DESIGN.md); server_names.py is pure.
-            from workers.server_names import ServerNames, valid_host
-
-            names = self.names = ServerNames(self.entries, self.default)
-            self.valid_host = valid_host
         # The name as a Host is read (lowercased, no trailing dot; None if invalid).
-        chosen = names.match(self.valid_host(server_name.encode("ascii", "replace")))
+        chosen = self.names.match(valid_host(server_name.encode("ascii", "replace")))
         if chosen is not context:
             connection.context = chosen
 

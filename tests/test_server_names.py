@@ -1,11 +1,11 @@
-"""Unit tests of workers/server_names.py: nginx's server_name lookup order and
+"""Unit tests of prefork_proxy/host_names.py: nginx's server_name lookup order and
 ngx_http_validate_host, with the cases of nginx's server_names documentation."""
 
 from __future__ import annotations
 
 import pytest
 
-from workers.server_names import ServerNames, check_server_name, name_key, valid_host
+from prefork_proxy.host_names import ServerNames, check_server_name, name_key, valid_host
 
 
 @pytest.mark.parametrize("name", [

@@ -33,7 +33,7 @@ from workers.stats import stats
 from workers.stream import Stream
 
 if TYPE_CHECKING:
-    from workers.server_names import ServerNames
+    from prefork_proxy.host_names import ServerNames
     from workers.worker import Site, Worker
 
 log = logging.getLogger("worker")

@@ -27,10 +27,10 @@ from workers.tunnel import run_tunnel
 
 if TYPE_CHECKING:
     from prefork_proxy.config import Location
+    from prefork_proxy.host_names import ServerNames
     from workers.balancing import PeerState
     from workers.http1 import Request
     from workers.proxy_protocol import ProxyHeader
-    from workers.server_names import ServerNames
     from workers.upstreams import UpstreamConnection
     from workers.worker import Site
 

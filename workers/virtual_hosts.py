@@ -2,7 +2,7 @@
 
 One listener per address (workers/worker.py); when several servers share it,
 each request picks its Site by host with the address's `ServerNames`
-(workers/server_names.py, nginx's lookup order). The host is the absolute-form
+(prefork_proxy/host_names.py, nginx's lookup order). The host is the absolute-form
 target's when there is one, else Host's (RFC 9112 §3.2.2; http1.py has put it in
 `Request.host` either way), normalised by `valid_host`. A request with no host
 (HTTP/1.0 without Host; HTTP/1.1 without one is already a 400 in http1.py) goes
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from workers.server_names import ServerNames, valid_host
+from prefork_proxy.host_names import ServerNames, valid_host
 
 if TYPE_CHECKING:
     from prefork_proxy.config import Server

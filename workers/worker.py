@@ -45,7 +45,7 @@ from workers.stats import stats
 from workers.stream import sweep_timeouts
 
 if TYPE_CHECKING:
-    from workers.server_names import ServerNames
+    from prefork_proxy.host_names import ServerNames
     from workers.status_server import StatusServer
 
 log = logging.getLogger("worker")
