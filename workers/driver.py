@@ -42,7 +42,7 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING
 
@@ -58,7 +58,7 @@ from workers.http1 import HEAD_RECV_SIZE, NEED_MORE, RECV_SIZE
 from workers.metrics import recorder
 from workers.spooled_body import SpooledBody
 from workers.stats import stats
-from workers.stream import Stream, family_and_target
+from workers.stream import CallbackAlarm, Stream, family_and_target
 from workers.upstream_tls import WOULD_BLOCK
 from workers.upstreams import UpstreamConnection, log_excess, pool_for
 from workers.uwsgi_packet import VarsTooBig
@@ -95,14 +95,6 @@ IDLE, HEAD, BODY, UPSTREAM, FLUSH, DONE = range(6)
 _CLOSING_STATUSES = frozenset({400, 408, 413, 414, 431, 505})
 
 
-class _Alarm:
-    """What stream.py's sweeper calls on a deadline: `throw(exc)`, in the hub."""
-
-    __slots__ = ("throw",)
-
-    def __init__(self, handler: Callable[[BaseException], None]) -> None:
-        self.throw = handler
-
 
 class Driver:
     """The exchanges of one client connection, run in callbacks (module docstring)."""
@@ -132,8 +124,8 @@ class Driver:
         self.worker = conn.site.worker
         self.hub = get_hub()
         self.phase = IDLE
-        self.client_alarm = _Alarm(self._client_timed_out)
-        self.upstream_alarm = _Alarm(self._upstream_timed_out)
+        self.client_alarm = CallbackAlarm(self._client_timed_out)
+        self.upstream_alarm = CallbackAlarm(self._upstream_timed_out)
         self.head_deadline: float | None = None
         self.attempt = 0  # counts attempts: a late resolver answer is for an old one
         self._clear_request()

@@ -19,6 +19,7 @@ import contextlib
 import ipaddress
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -34,6 +35,16 @@ Alarm = Any
 _READ, _WRITE = 1, 2
 _monotonic = time.monotonic
 _waiting: set[Stream] = set()
+
+
+class CallbackAlarm:
+    """A deadline's target for code with no greenlet (the driver, the HTTP/2
+    session): the sweeper calls `throw(exc)`, in the hub, which calls `handler`."""
+
+    __slots__ = ("throw",)
+
+    def __init__(self, handler: Callable[[BaseException], None]) -> None:
+        self.throw = handler
 
 
 class Stream:

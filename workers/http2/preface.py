@@ -18,18 +18,14 @@ from typing import TYPE_CHECKING
 
 from gevent import get_hub
 
+from workers.stream import CallbackAlarm
+
 if TYPE_CHECKING:
     from workers.client import ClientConnection
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 REPEEK_DELAY = 0.01  # seconds between two peeks at a preface sent in pieces
 
-
-class _Alarm:
-    __slots__ = ("throw",)
-
-    def __init__(self, handler: object) -> None:
-        self.throw = handler
 
 
 class _Sniffer:
@@ -48,7 +44,8 @@ class _Sniffer:
         stream.on_readable = self._readable
         if not stream.read_event.active:
             stream.read_event.start(stream._readable)
-        stream.set_deadline(max(self.deadline - _monotonic(), 0.001), _Alarm(self._timed_out))
+        stream.set_deadline(max(self.deadline - _monotonic(), 0.001),
+                            CallbackAlarm(self._timed_out))
 
     def _readable(self) -> None:
         if self.decided or self.conn.closed:

@@ -39,7 +39,6 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Callable
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING
 
@@ -56,6 +55,7 @@ from workers.http1 import MAX_HEAD_SIZE
 from workers.http2.endpoint import STREAM_SEND_BUFFER, StreamConnection, StreamEndpoint
 from workers.http2.reply import ReplyError, ReplyHead
 from workers.http2.request import LAST_CHUNK, MalformedRequest, chunk, request_head
+from workers.stream import CallbackAlarm
 
 if TYPE_CHECKING:
     from workers.client import ClientConnection
@@ -70,14 +70,6 @@ LINGER = 1.0  # seconds a closing connection reads and drops input (Http2Session
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _CLOSED = ("closed",)  # (driver.CLOSED): ClientConnection.ended closes the connection
 
-
-class _Alarm:
-    """What stream.py's sweeper calls on a deadline: `throw(exc)`, in the hub."""
-
-    __slots__ = ("throw",)
-
-    def __init__(self, handler: Callable[[BaseException], None]) -> None:
-        self.throw = handler
 
 
 def start_http2(conn: ClientConnection, data: bytes = b"",
@@ -133,7 +125,7 @@ class Http2Session:
         self.out_size = 0
         self.budget = 2 * max_streams  # resets and refusals (module docstring)
         self.last_progress = _monotonic()
-        self.alarm = _Alarm(self._timed_out)
+        self.alarm = CallbackAlarm(self._timed_out)
         self.header_deadline: float | None = None  # until the first frames arrive
         self.paused = False  # the socket is not read: too much waits to go out
         self.goaway_sent = False
@@ -412,7 +404,7 @@ class Http2Session:
             if not endpoint.ended_sent:
                 # What is left goes at the client's pace, bounded by send_timeout.
                 endpoint.set_deadline(self.site.send_timeout,
-                                      _Alarm(lambda exc: self._cut_off(endpoint)))
+                                      CallbackAlarm(lambda exc: self._cut_off(endpoint)))
                 self._schedule_send()
                 return
         else:
